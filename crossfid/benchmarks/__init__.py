@@ -1,0 +1,1 @@
+"""Benchmarks (test MAEs, formation/decomposition energies, density, scaling law) and leaderboard."""

@@ -1,0 +1,1 @@
+"""MPtrj-style curation rules, StructureMatcher dedupe, Dask pipeline, dataset versions and splits."""

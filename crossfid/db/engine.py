@@ -1,0 +1,74 @@
+"""Connecting: one code path for the embedded server and for any PostgreSQL URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from crossfid.config import Settings
+
+
+@dataclass(frozen=True)
+class Target:
+    """The database crossfid talks to: its URL and whether it is the embedded server."""
+
+    url: URL
+    embedded: bool
+
+    @property
+    def redacted(self) -> str:
+        """URL with any password masked, safe to print."""
+        return redact(self.url)
+
+    @property
+    def libpq_url(self) -> str:
+        """The URL as libpq (``psql``, ``psycopg.connect``) understands it, password included."""
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a PostgreSQL URL and force the psycopg 3 driver.
+
+    Accepts ``postgres://``, ``postgresql://`` and ``postgresql+psycopg://``;
+    refuses any other database, since crossfid relies on PostgreSQL features.
+    """
+    parsed = make_url(url) if isinstance(url, str) else url
+    backend = parsed.get_backend_name()
+    if backend not in ("postgresql", "postgres"):
+        raise ValueError(f"crossfid needs PostgreSQL; got a {backend!r} URL")
+    return parsed.set(drivername="postgresql+psycopg")
+
+
+def redact(url: str | URL) -> str:
+    parsed = make_url(url) if isinstance(url, str) else url
+    return parsed.render_as_string(hide_password=True)
+
+
+def resolve_target(settings: Settings | None = None) -> Target:
+    """Where to connect: ``CROSSFID_DATABASE_URL``, or the embedded server (started if needed)."""
+    settings = settings or Settings.from_env()
+    if settings.database_url:
+        return Target(url=normalize_url(settings.database_url), embedded=False)
+    from crossfid.db.embedded import ensure_server
+
+    server = ensure_server(settings.home)
+    return Target(url=normalize_url(server.url()), embedded=True)
+
+
+def make_engine(target: Target | str | URL, **kwargs) -> Engine:
+    """A SQLAlchemy engine (psycopg 3) for ``target``."""
+    url = target.url if isinstance(target, Target) else normalize_url(target)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """Engine for the configured database (see :func:`resolve_target`)."""
+    return make_engine(resolve_target(settings))
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,347 @@
+"""SQLAlchemy 2.0 ORM models of the ingestion core.
+
+The schema itself is owned by Alembic (``migrations/``); these models mirror it
+exactly (a test runs Alembic's autogenerate comparison and requires no
+difference). Integrity lives in the database: foreign keys, unique keys that make
+re-ingestion idempotent, and CHECK constraints on shapes and finiteness.
+
+Array layout (all PostgreSQL ``double precision[]``, one dimension, row-major):
+
+* ``lattice``: 9 values, lattice vectors a, b, c as rows, Å
+* ``frac_coords``: 3 × n_atoms fractional coordinates
+* ``forces``: 3 × n_atoms, eV/Å
+* ``stress``: 9 values, 3×3 tensor in GPa with the physical sign convention of
+  ASE and CHGNet (tensile positive; VASP's kBar output is converted as
+  ``stress_GPa = -0.1 × stress_kBar``)
+* ``magmoms``: n_atoms values, μB
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Float8 = DOUBLE_PRECISION
+Float8Array = ARRAY(DOUBLE_PRECISION)
+
+
+def finite(column: str) -> str:
+    """SQL that is true when a float8 column is NULL or finite (not NaN, not ±Infinity)."""
+    return f"{column} IS NULL OR {column} NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)"
+
+
+def finite_array(column: str) -> str:
+    """SQL that is true when a float8[] column is NULL or holds only finite values."""
+    return f"{column} IS NULL OR crossfid_all_finite({column})"
+
+
+HEX64 = "~ '^[0-9a-f]{64}$'"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def created_at() -> Mapped[dt.datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Fidelity(Base):
+    """The fidelity vocabulary (a row per allowed coarse fidelity)."""
+
+    __tablename__ = "fidelities"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    family: Mapped[str] = mapped_column(Text, nullable=False)
+    hubbard: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    dispersion: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, nullable=False)
+
+    __table_args__ = (CheckConstraint("family IN ('GGA', 'meta-GGA', 'hybrid')", name="family"),)
+
+
+class Source(Base):
+    """Where data comes from (``materials-project``, ``mptrj``, ``demo``, a VASP tree ...)."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = created_at()
+
+
+class IngestRun(Base):
+    """One ``crossfid ingest`` invocation: what was asked, what it added."""
+
+    __tablename__ = "ingest_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), nullable=False, index=True)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="running")
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    crossfid_version: Mapped[str] = mapped_column(Text, nullable=False)
+    hostname: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    n_tasks_added: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    n_frames_added: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    n_reference_entries_added: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    n_already_present: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    n_quarantined: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'completed', 'failed')", name="status"),
+        CheckConstraint(
+            "n_tasks_added >= 0 AND n_frames_added >= 0 AND n_reference_entries_added >= 0 "
+            "AND n_already_present >= 0 AND n_quarantined >= 0",
+            name="counts_non_negative",
+        ),
+    )
+
+
+class RawDocument(Base):
+    """An original input record, content-addressed by the SHA-256 of its uncompressed bytes."""
+
+    __tablename__ = "raw_documents"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    sha256: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), nullable=False, index=True)
+    ingest_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ingest_runs.id", ondelete="SET NULL"), index=True
+    )
+    format: Mapped[str] = mapped_column(Text, nullable=False)
+    compression: Mapped[str] = mapped_column(Text, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    content: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    location: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = created_at()
+
+    __table_args__ = (
+        CheckConstraint(f"sha256 {HEX64}", name="sha256_hex"),
+        CheckConstraint("compression IN ('gzip', 'none')", name="compression"),
+        CheckConstraint("size_bytes >= 0", name="size_non_negative"),
+    )
+
+
+class Material(Base):
+    """A material (e.g. ``mp-149``): formula, chemical system and elements for filtering."""
+
+    __tablename__ = "materials"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    external_id: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    formula: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    chemsys: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    elements: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    n_elements: Mapped[int] = mapped_column(Integer, Computed("cardinality(elements)", persisted=True))
+    created_at: Mapped[dt.datetime] = created_at()
+
+    tasks: Mapped[list[Task]] = relationship(back_populates="material")
+
+    __table_args__ = (
+        Index("ix_materials_elements", "elements", postgresql_using="gin"),
+        CheckConstraint("cardinality(elements) > 0", name="has_elements"),
+        CheckConstraint("chemsys = array_to_string(elements, '-')", name="chemsys_matches_elements"),
+    )
+
+
+class Task(Base):
+    """One DFT calculation of a material at one fidelity (a relaxation or a static run)."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    material_id: Mapped[int] = mapped_column(ForeignKey("materials.id", ondelete="CASCADE"), nullable=False)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), nullable=False)
+    external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    ingest_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ingest_runs.id", ondelete="SET NULL"), index=True
+    )
+    raw_document_id: Mapped[int | None] = mapped_column(
+        ForeignKey("raw_documents.id", ondelete="SET NULL"), index=True
+    )
+    fidelity: Mapped[str] = mapped_column(ForeignKey("fidelities.name"), nullable=False, index=True)
+    run_type: Mapped[str] = mapped_column(Text, nullable=False)
+    source_run_type: Mapped[str | None] = mapped_column(Text)
+    task_type: Mapped[str] = mapped_column(Text, nullable=False)
+    input_parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    hubbards: Mapped[dict[str, float] | None] = mapped_column(JSONB)
+    is_hubbard: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    code: Mapped[str] = mapped_column(Text, nullable=False, server_default="VASP")
+    code_version: Mapped[str | None] = mapped_column(Text)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = created_at()
+
+    material: Mapped[Material] = relationship(back_populates="tasks")
+    frames: Mapped[list[Frame]] = relationship(back_populates="task", order_by="Frame.ionic_step")
+
+    __table_args__ = (
+        UniqueConstraint("source_id", "external_id"),
+        Index("ix_tasks_material_id_fidelity", "material_id", "fidelity"),
+        CheckConstraint("task_type IN ('relax', 'static')", name="task_type"),
+        CheckConstraint(
+            "is_hubbard = (hubbards IS NOT NULL AND hubbards <> '{}'::jsonb)", name="hubbard_flag"
+        ),
+    )
+
+
+class Frame(Base):
+    """One ionic step of a task: structure, energy, forces, stress, magmoms (see module doc for units)."""
+
+    __tablename__ = "frames"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False)
+    ionic_step: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_atoms: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    lattice: Mapped[list[float]] = mapped_column(Float8Array, nullable=False)
+    atomic_numbers: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger), nullable=False)
+    frac_coords: Mapped[list[float]] = mapped_column(Float8Array, nullable=False)
+    volume: Mapped[float] = mapped_column(Float8, Computed("crossfid_cell_volume(lattice)", persisted=True))
+    energy: Mapped[float | None] = mapped_column(Float8)
+    energy_per_atom: Mapped[float | None] = mapped_column(
+        Float8, Computed("energy / n_atoms", persisted=True), index=True
+    )
+    corrected_energy: Mapped[float | None] = mapped_column(Float8)
+    forces: Mapped[list[float] | None] = mapped_column(Float8Array)
+    max_force: Mapped[float | None] = mapped_column(
+        Float8, Computed("crossfid_max_force(forces)", persisted=True), index=True
+    )
+    stress: Mapped[list[float] | None] = mapped_column(Float8Array)
+    magmoms: Mapped[list[float] | None] = mapped_column(Float8Array)
+    n_electronic_steps: Mapped[int | None] = mapped_column(Integer)
+    scf_converged: Mapped[bool | None] = mapped_column(Boolean)
+    content_hash: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    created_at: Mapped[dt.datetime] = created_at()
+
+    task: Mapped[Task] = relationship(back_populates="frames")
+
+    __table_args__ = (
+        UniqueConstraint("task_id", "ionic_step"),
+        CheckConstraint("ionic_step >= 0", name="ionic_step_non_negative"),
+        CheckConstraint("n_atoms > 0", name="n_atoms_positive"),
+        CheckConstraint("cardinality(lattice) = 9", name="lattice_shape"),
+        CheckConstraint("cardinality(atomic_numbers) = n_atoms", name="atomic_numbers_shape"),
+        CheckConstraint("0 < ALL(atomic_numbers) AND 119 > ALL(atomic_numbers)", name="atomic_numbers_range"),
+        CheckConstraint("cardinality(frac_coords) = 3 * n_atoms", name="frac_coords_shape"),
+        CheckConstraint("forces IS NULL OR cardinality(forces) = 3 * n_atoms", name="forces_shape"),
+        CheckConstraint("stress IS NULL OR cardinality(stress) = 9", name="stress_shape"),
+        CheckConstraint("magmoms IS NULL OR cardinality(magmoms) = n_atoms", name="magmoms_shape"),
+        CheckConstraint(
+            "crossfid_all_finite(lattice) AND crossfid_all_finite(frac_coords)", name="structure_finite"
+        ),
+        CheckConstraint("crossfid_cell_volume(lattice) > 0", name="volume_positive"),
+        CheckConstraint(finite("energy"), name="energy_finite"),
+        CheckConstraint(finite("corrected_energy"), name="corrected_energy_finite"),
+        CheckConstraint(finite_array("forces"), name="forces_finite"),
+        CheckConstraint(finite_array("stress"), name="stress_finite"),
+        CheckConstraint(finite_array("magmoms"), name="magmoms_finite"),
+        CheckConstraint(
+            "n_electronic_steps IS NULL OR n_electronic_steps >= 0", name="n_electronic_steps_non_negative"
+        ),
+        CheckConstraint(f"content_hash {HEX64}", name="content_hash_hex"),
+    )
+
+
+class ReferenceEntry(Base):
+    """The primary relaxed entry of a material at a fidelity (MP's thermo / main entry)."""
+
+    __tablename__ = "reference_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    material_id: Mapped[int] = mapped_column(ForeignKey("materials.id", ondelete="CASCADE"), nullable=False)
+    fidelity: Mapped[str] = mapped_column(ForeignKey("fidelities.name"), nullable=False, index=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), nullable=False)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"), index=True)
+    ingest_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ingest_runs.id", ondelete="SET NULL"), index=True
+    )
+    entry_id: Mapped[str | None] = mapped_column(Text)
+    energy_per_atom: Mapped[float] = mapped_column(Float8, nullable=False)
+    corrected_energy_per_atom: Mapped[float | None] = mapped_column(Float8)
+    formation_energy_per_atom: Mapped[float | None] = mapped_column(Float8)
+    energy_above_hull: Mapped[float | None] = mapped_column(Float8)
+    n_atoms: Mapped[int | None] = mapped_column(Integer)
+    structure: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    correction_scheme: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = created_at()
+
+    __table_args__ = (
+        UniqueConstraint("material_id", "fidelity"),
+        CheckConstraint(finite("energy_per_atom"), name="energy_per_atom_finite"),
+        CheckConstraint(finite("corrected_energy_per_atom"), name="corrected_energy_per_atom_finite"),
+        CheckConstraint(finite("formation_energy_per_atom"), name="formation_energy_per_atom_finite"),
+        CheckConstraint(finite("energy_above_hull"), name="energy_above_hull_finite"),
+        CheckConstraint("n_atoms IS NULL OR n_atoms > 0", name="n_atoms_positive"),
+    )
+
+
+class Quarantine(Base):
+    """Input that was refused, with where it was and why; never silently dropped."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), nullable=False, index=True)
+    ingest_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ingest_runs.id", ondelete="SET NULL"), index=True
+    )
+    location: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    raw_text: Mapped[str | None] = mapped_column(Text)
+    raw_document: Mapped[Any | None] = mapped_column(JSONB)
+    fingerprint: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    created_at: Mapped[dt.datetime] = created_at()
+
+    __table_args__ = (
+        CheckConstraint("reason <> ''", name="reason_not_empty"),
+        CheckConstraint(f"fingerprint {HEX64}", name="fingerprint_hex"),
+    )
+
+
+#: tables of the ingestion core, in dependency order (used by ``crossfid db status``)
+CORE_TABLES: tuple[str, ...] = (
+    "fidelities",
+    "sources",
+    "ingest_runs",
+    "raw_documents",
+    "materials",
+    "tasks",
+    "frames",
+    "reference_entries",
+    "quarantine",
+)

@@ -1,0 +1,1 @@
+"""Ingestion of multi-fidelity DFT sources into canonical records and the database."""

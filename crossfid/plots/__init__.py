@@ -1,0 +1,1 @@
+"""Figures: parity plots, training curves, scaling laws, periodic-table heatmaps."""

@@ -1,0 +1,1 @@
+"""Atomic reference energies (AtomRef) and cross-fidelity analysis."""

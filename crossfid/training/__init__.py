@@ -1,0 +1,1 @@
+"""Fine-tuning CHGNet from database splits with the four transfer methods."""
