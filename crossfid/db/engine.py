@@ -20,13 +20,13 @@ class Target:
 
     @property
     def redacted(self) -> str:
-        """URL with any password masked, safe to print."""
+        """libpq URL with any password masked, safe to print."""
         return redact(self.url)
 
     @property
     def libpq_url(self) -> str:
         """The URL as libpq (``psql``, ``psycopg.connect``) understands it, password included."""
-        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return _render(self.url, hide_password=False)
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -43,8 +43,14 @@ def normalize_url(url: str | URL) -> URL:
 
 
 def redact(url: str | URL) -> str:
-    parsed = make_url(url) if isinstance(url, str) else url
-    return parsed.render_as_string(hide_password=True)
+    """libpq form of ``url`` with the password replaced by ``***``."""
+    return _render(make_url(url) if isinstance(url, str) else url, hide_password=True)
+
+
+def _render(url: URL, *, hide_password: bool) -> str:
+    text = url.set(drivername="postgresql").render_as_string(hide_password=hide_password)
+    base, sep, query = text.partition("?")
+    return base + sep + query.replace("%2F", "/")  # socket directories stay readable
 
 
 def resolve_target(settings: Settings | None = None) -> Target:

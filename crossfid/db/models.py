@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     func,
 )
@@ -50,7 +52,19 @@ NAMING_CONVENTION = {
 }
 
 Float8 = DOUBLE_PRECISION
-Float8Array = ARRAY(DOUBLE_PRECISION)
+
+
+class Float8Array(TypeDecorator):
+    """``double precision[]`` that accepts any numeric sequence (lists of ints, numpy arrays of
+    any shape) and stores it flattened, row-major, as Python floats."""
+
+    impl = ARRAY(DOUBLE_PRECISION)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return [float(x) for x in np.asarray(value, dtype=float).ravel()]
 
 
 def finite(column: str) -> str:
@@ -228,21 +242,21 @@ class Frame(Base):
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False)
     ionic_step: Mapped[int] = mapped_column(Integer, nullable=False)
     n_atoms: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
-    lattice: Mapped[list[float]] = mapped_column(Float8Array, nullable=False)
+    lattice: Mapped[list[float]] = mapped_column(Float8Array(), nullable=False)
     atomic_numbers: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger), nullable=False)
-    frac_coords: Mapped[list[float]] = mapped_column(Float8Array, nullable=False)
+    frac_coords: Mapped[list[float]] = mapped_column(Float8Array(), nullable=False)
     volume: Mapped[float] = mapped_column(Float8, Computed("crossfid_cell_volume(lattice)", persisted=True))
     energy: Mapped[float | None] = mapped_column(Float8)
     energy_per_atom: Mapped[float | None] = mapped_column(
-        Float8, Computed("energy / n_atoms", persisted=True), index=True
+        Float8, Computed("energy / NULLIF(n_atoms, 0)", persisted=True), index=True
     )
     corrected_energy: Mapped[float | None] = mapped_column(Float8)
-    forces: Mapped[list[float] | None] = mapped_column(Float8Array)
+    forces: Mapped[list[float] | None] = mapped_column(Float8Array())
     max_force: Mapped[float | None] = mapped_column(
         Float8, Computed("crossfid_max_force(forces)", persisted=True), index=True
     )
-    stress: Mapped[list[float] | None] = mapped_column(Float8Array)
-    magmoms: Mapped[list[float] | None] = mapped_column(Float8Array)
+    stress: Mapped[list[float] | None] = mapped_column(Float8Array())
+    magmoms: Mapped[list[float] | None] = mapped_column(Float8Array())
     n_electronic_steps: Mapped[int | None] = mapped_column(Integer)
     scf_converged: Mapped[bool | None] = mapped_column(Boolean)
     content_hash: Mapped[str] = mapped_column(Text, nullable=False, index=True)

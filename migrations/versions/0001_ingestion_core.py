@@ -381,7 +381,7 @@ def upgrade() -> None:
         sa.Column(
             "energy_per_atom",
             sa.DOUBLE_PRECISION(),
-            sa.Computed("energy / n_atoms", persisted=True),
+            sa.Computed("energy / NULLIF(n_atoms, 0)", persisted=True),
             nullable=True,
         ),
         sa.Column("corrected_energy", sa.DOUBLE_PRECISION(), nullable=True),

@@ -1,0 +1,214 @@
+"""Fast, idempotent bulk writes: ``COPY`` into a staging table, then one ``INSERT ... ON CONFLICT``.
+
+:func:`copy_insert` streams rows with psycopg 3's ``COPY FROM STDIN`` into a
+temporary table that has exactly the requested columns and their types (no
+constraints, defaults, identity or generated columns), then moves them into the
+target with a single ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. All CHECK,
+foreign-key and unique constraints of the target therefore apply unchanged, and
+re-loading rows that are already present is a no-op that is counted, not an error.
+
+Everything runs inside the caller's transaction and nothing is committed here:
+one bad row makes the whole statement fail and the caller's rollback leaves the
+target untouched.
+
+Values are adapted by psycopg: Python lists become PostgreSQL arrays, numpy
+arrays and scalars are converted with ``tolist()``, and values of ``json`` /
+``jsonb`` columns (dicts, lists, scalars) are wrapped in ``Json`` / ``Jsonb``
+automatically. Generated columns (``volume``, ``energy_per_atom``, ``max_force``,
+``n_elements``) must not be written; leave them out of ``columns``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
+from psycopg.types.json import Json, Jsonb
+from sqlalchemy import Connection, Table
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+#: accepted values of ``copy_insert(conflict=...)``
+CONFLICT_MODES = ("do_nothing", "error")
+
+_JSON_WRAPPERS: dict[int, type] = {
+    psycopg.postgres.types["json"].oid: Json,
+    psycopg.postgres.types["jsonb"].oid: Jsonb,
+}
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """Outcome of one bulk insert.
+
+    ``returned_rows`` holds the ``RETURNING`` values of the rows actually inserted
+    (rows skipped by ``ON CONFLICT DO NOTHING`` return nothing), as tuples in the
+    order of ``returning``. Their order is not guaranteed to follow the input:
+    return a key column as well when rows must be matched.
+    """
+
+    n_input: int
+    n_inserted: int
+    returned_rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    @property
+    def n_already_present(self) -> int:
+        """Input rows not inserted because they conflicted (with the table or within the batch)."""
+        return self.n_input - self.n_inserted
+
+
+def staging_name(prefix: str = "crossfid_staging") -> str:
+    """A fresh temporary-table name, unique within the session and so within its transaction.
+
+    Temporary tables are private to a session, so a random suffix is enough to let
+    several bulk inserts share one transaction.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    if len(name) > 63:  # PostgreSQL would silently truncate, defeating the uniqueness
+        raise ValueError(f"staging table prefix {prefix!r} is too long")
+    return name
+
+
+def copy_insert(
+    conn: Connection | Session,
+    table: str | Table | Any,
+    rows: Iterable[Mapping[str, Any] | Sequence[Any]],
+    columns: Sequence[str],
+    *,
+    conflict: str = "do_nothing",
+    conflict_columns: Sequence[str] | None = None,
+    returning: Sequence[str] | None = None,
+) -> BulkResult:
+    """Insert ``rows`` into ``table`` through ``COPY`` and a staging table; return the counts.
+
+    ``conn``: a SQLAlchemy ``Connection`` (or ``Session``); a transaction is begun on
+    it if none is active, and it is left open for the caller to commit.
+    ``table``: a table name (``"frames"`` or ``"schema.table"``), a ``Table`` or an
+    ORM model class. ``rows``: mappings keyed by column name or sequences ordered
+    like ``columns``; any iterable, consumed once while streaming.
+    ``conflict``: ``"do_nothing"`` skips rows that violate a unique constraint (only
+    those of ``conflict_columns`` if given), ``"error"`` lets them raise.
+    ``returning``: columns of the inserted rows to return, e.g. ``["id"]``.
+
+    Database errors are raised as SQLAlchemy exceptions (``sqlalchemy.exc.IntegrityError``
+    for a CHECK, foreign-key or unique violation) whose ``orig`` is the psycopg error;
+    the transaction is then aborted and must be rolled back.
+    """
+    if isinstance(conn, Session):
+        conn = conn.connection()
+    columns = list(columns)
+    conflict_columns = list(conflict_columns or [])
+    returning = list(returning or [])
+    if not columns:
+        raise ValueError("copy_insert needs at least one column")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"duplicate columns in {columns}")
+    if conflict not in CONFLICT_MODES:
+        raise ValueError(f"conflict must be one of {CONFLICT_MODES}, not {conflict!r}")
+    if conflict_columns and conflict != "do_nothing":
+        raise ValueError("conflict_columns only apply with conflict='do_nothing'")
+    target = _target_identifier(table, columns, conflict_columns, returning)
+
+    stage = sql.Identifier(staging_name())
+    cols = _identifiers(columns)
+    create = sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA")
+    describe = sql.SQL("SELECT {cols} FROM {stage} LIMIT 0")
+    copy = sql.SQL("COPY {stage} ({cols}) FROM STDIN")
+    insert = sql.SQL("INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}")
+    if conflict == "do_nothing":
+        if conflict_columns:
+            insert += sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(_identifiers(conflict_columns))
+        else:
+            insert += sql.SQL(" ON CONFLICT DO NOTHING")
+    if returning:
+        insert += sql.SQL(" RETURNING {}").format(_identifiers(returning))
+    drop = sql.SQL("DROP TABLE {stage}")
+    names = {"stage": stage, "cols": cols, "target": target}
+
+    if not conn.in_transaction():  # otherwise Connection.commit() would silently do nothing
+        conn.begin()
+    pg: psycopg.Connection = conn.connection.driver_connection
+    statement = create
+    try:
+        # an autocommit connection would drop the ON COMMIT DROP table right away
+        with pg.transaction() if pg.autocommit else nullcontext(), pg.cursor(row_factory=tuple_row) as cur:
+            cur.execute(create.format(**names))
+            statement = describe
+            cur.execute(describe.format(**names))
+            adapt = [_adapter(column.type_code) for column in cur.description or ()]
+            n_input = 0
+            statement = copy
+            with cur.copy(copy.format(**names)) as stream:
+                for row in rows:
+                    values = _row_values(row, columns)
+                    stream.write_row([fn(value) for fn, value in zip(adapt, values, strict=True)])
+                    n_input += 1
+            statement = insert
+            cur.execute(insert.format(**names))
+            n_inserted = cur.rowcount
+            returned = cur.fetchall() if returning else []
+            statement = drop
+            cur.execute(drop.format(**names))
+    except psycopg.Error as err:
+        raise DBAPIError.instance(
+            statement.format(**names).as_string(pg), None, err, psycopg.Error, dialect=conn.dialect
+        ) from err
+    return BulkResult(n_input=n_input, n_inserted=n_inserted, returned_rows=returned)
+
+
+def _identifiers(names: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(name) for name in names)
+
+
+def _target_identifier(
+    table: str | Table | Any, columns: list[str], conflict_columns: list[str], returning: list[str]
+) -> sql.Identifier:
+    """Quoted target name; for a ``Table`` (or model) also check the column names up front."""
+    table = getattr(table, "__table__", table)  # an ORM model class
+    if isinstance(table, str):
+        return sql.Identifier(*table.split("."))
+    if not isinstance(table, Table):
+        raise TypeError(f"table must be a name, a Table or an ORM model, not {type(table).__name__}")
+    unknown = sorted(set(columns + conflict_columns + returning) - set(table.columns.keys()))
+    if unknown:
+        raise ValueError(f"table {table.name!r} has no column(s) {unknown}")
+    generated = [name for name in columns if table.columns[name].computed is not None]
+    if generated:
+        raise ValueError(f"generated column(s) {generated} of {table.name!r} cannot be written")
+    return sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
+
+
+def _row_values(row: Mapping[str, Any] | Sequence[Any], columns: list[str]) -> list[Any]:
+    if isinstance(row, Mapping):
+        try:
+            return [row[name] for name in columns]
+        except KeyError as err:
+            raise KeyError(f"row has no value for column {err.args[0]!r}") from None
+    values = list(row)
+    if len(values) != len(columns):
+        raise ValueError(f"row has {len(values)} values for {len(columns)} columns")
+    return values
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars to Python lists and numbers; anything else unchanged."""
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def _adapter(type_oid: int) -> Callable[[Any], Any]:
+    wrapper = _JSON_WRAPPERS.get(type_oid)
+    if wrapper is None:
+        return _plain
+
+    def wrap_json(value: Any) -> Any:
+        if value is None or isinstance(value, Json | Jsonb):
+            return value
+        return wrapper(_plain(value))
+
+    return wrap_json
