@@ -104,9 +104,8 @@ def db_status() -> None:
     elif status.up_to_date:
         out.print(f"[bold]schema[/]    revision {status.revision} (head)")
     else:
-        out.print(
-            f"[bold]schema[/]    [yellow]revision {status.revision}, head is {status.head}[/]: run `crossfid db init`"
-        )
+        behind = f"revision {status.revision}, head is {status.head}"
+        out.print(f"[bold]schema[/]    [yellow]{behind}[/]: run `crossfid db init`")
     if status.row_counts:
         table = Table("table", "rows", title="row counts")
         for name, count in status.row_counts.items():

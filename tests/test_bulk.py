@@ -150,7 +150,7 @@ def test_returning_gives_new_ids(engine, task_id):
     assert sorted(step for _, step in first.returned_rows) == [0, 1, 2, 3, 4]
     assert sorted(step for _, step in second.returned_rows) == [5, 6, 7]  # only the new ones
     with engine.connect() as conn:
-        stored = dict(conn.execute(select(Frame.ionic_step, Frame.id)).tuples())
+        stored = dict(conn.execute(select(Frame.ionic_step, Frame.id)).all())
     assert {step: id_ for id_, step in first.returned_rows + second.returned_rows} == stored
 
 
@@ -169,6 +169,16 @@ def test_tuples_numpy_and_session(engine, task_id):
         assert conn.execute(select(Frame.forces)).scalar_one() == frame["forces"]
 
 
+def test_autocommit_connection_and_open_connection(engine, task_id):
+    frames = [make_frame(task_id, step) for step in range(4)]
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert copy_insert(conn, Frame, frames[:2], FRAME_COLUMNS).n_inserted == 2
+    with engine.connect() as conn:  # no transaction yet: copy_insert begins one, the caller commits
+        assert copy_insert(conn, Frame, frames, FRAME_COLUMNS).n_inserted == 2
+        conn.commit()
+    assert count_frames(engine) == 4
+
+
 def test_json_columns_are_wrapped(engine, task_id):
     with engine.begin() as conn:
         source_id = conn.execute(select(Source.id)).scalar_one()
@@ -182,7 +192,7 @@ def test_json_columns_are_wrapped(engine, task_id):
         columns = ["source_id", "location", "reason", "raw_document", "fingerprint"]
         assert copy_insert(conn, Quarantine, rows, columns).n_inserted == 3
     with engine.connect() as conn:
-        stored = dict(conn.execute(select(Quarantine.location, Quarantine.raw_document)).tuples())
+        stored = dict(conn.execute(select(Quarantine.location, Quarantine.raw_document)).all())
     assert stored == {"a": {"k": [1, 2]}, "b": [1, "x"], "c": None}
 
 
@@ -194,10 +204,11 @@ def test_argument_checks(engine, task_id):
             copy_insert(conn, Frame, [], ["task_id", "nope"])
         with pytest.raises(ValueError, match="conflict"):
             copy_insert(conn, Frame, [], FRAME_COLUMNS, conflict="update")
-        with pytest.raises(KeyError, match="content_hash"):
-            frame = make_frame(task_id, 0)
-            del frame["content_hash"]
-            copy_insert(conn, Frame, [frame], FRAME_COLUMNS)
+    frame = make_frame(task_id, 0)
+    del frame["content_hash"]
+    with pytest.raises(KeyError, match="content_hash"), engine.begin() as conn:
+        copy_insert(conn, Frame, [frame], FRAME_COLUMNS)
+    assert count_frames(engine) == 0
 
 
 def test_empty_input(engine, task_id):

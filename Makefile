@@ -1,0 +1,39 @@
+# crossfid: the two commands are `make demo` and `make test`; each sets itself up.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The torch pin is installed before the project so that the resolver never pulls a
+# multi-GB CUDA build by accident; on the project's build machines it is a local CPU wheel.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.crossfid-installed
+
+.PHONY: demo test lint install perf clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+## demo: bring up the embedded database, migrate it and show its status
+demo: $(STAMP)
+	$(BIN)/crossfid db init
+	$(BIN)/crossfid db status
+
+## test: the test suite against real PostgreSQL (embedded; plus CROSSFID_TEST_DATABASE_URL if set)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check crossfid migrations tests perf
+	$(BIN)/ruff format --check crossfid migrations tests perf
+
+perf: $(STAMP)
+	$(BIN)/python perf/bulk_insert.py
+
+clean-venv:
+	rm -rf $(VENV)
