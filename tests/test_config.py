@@ -44,8 +44,8 @@ def test_defaults_are_embedded_in_the_user_data_dir():
 def test_api_key_never_shows_itself(caplog):
     settings = Settings.from_env({"MP_API_KEY": KEY})
     secret = settings.require_mp_api_key()
-    for rendered in (str(settings), repr(settings), str(secret), repr(secret), f"{secret}", f"{secret!r:>40}"):
-        assert KEY not in rendered
+    renderings = (str(settings), repr(settings), str(secret), repr(secret), f"{secret}", f"{secret!r:>40}")
+    assert not any(KEY in rendered for rendered in renderings)
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("crossfid.test").info("settings: %s key: %s", settings, secret)
     assert KEY not in caplog.text
@@ -64,7 +64,7 @@ def test_api_key_is_not_stored_in_the_database(database_url, monkeypatch):
     with psycopg.connect(database_url) as conn:
         tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
         for (table,) in tables:
-            dump = conn.execute(f'SELECT coalesce(string_agg(t::text, chr(10)), \'\') FROM "{table}" t').fetchone()
-            assert KEY not in dump[0]
+            query = f"SELECT coalesce(string_agg(t::text, chr(10)), '') FROM \"{table}\" t"
+            assert KEY not in conn.execute(query).fetchone()[0]
         settings = conn.execute("SELECT string_agg(setting, ' ') FROM pg_settings").fetchone()[0]
         assert KEY not in settings

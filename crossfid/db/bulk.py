@@ -6,16 +6,22 @@ constraints, defaults, identity or generated columns), then moves them into the
 target with a single ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. All CHECK,
 foreign-key and unique constraints of the target therefore apply unchanged, and
 re-loading rows that are already present is a no-op that is counted, not an error.
+With ``conflict_columns`` the INSERT first skips rows whose key already exists
+(an anti-join on the unique index), so a re-load does not even re-evaluate CHECKs
+and generated columns.
 
 Everything runs inside the caller's transaction and nothing is committed here:
 one bad row makes the whole statement fail and the caller's rollback leaves the
 target untouched.
 
-Values are adapted by psycopg: Python lists become PostgreSQL arrays, numpy
-arrays and scalars are converted with ``tolist()``, and values of ``json`` /
-``jsonb`` columns (dicts, lists, scalars) are wrapped in ``Json`` / ``Jsonb``
-automatically. Generated columns (``volume``, ``energy_per_atom``, ``max_force``,
-``n_elements``) must not be written; leave them out of ``columns``.
+The COPY uses PostgreSQL's binary format, typed by the staging table's columns
+(text format when some column type has no psycopg binary dumper), so values must
+be of the Python type matching their column: ``float``/``int`` for ``float8``,
+lists for arrays (e.g. ``float8[]``), ``datetime`` for ``timestamptz``, ``str``
+for ``text``. numpy arrays and scalars are converted with ``tolist()``, and values
+of ``json`` / ``jsonb`` columns (dicts, lists, scalars) are wrapped in ``Json`` /
+``Jsonb`` automatically. Generated columns (``volume``, ``energy_per_atom``,
+``max_force``, ``n_elements``) must not be written; leave them out of ``columns``.
 """
 
 from __future__ import annotations
@@ -119,22 +125,28 @@ def copy_insert(
     cols = _identifiers(columns)
     create = sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA")
     describe = sql.SQL("SELECT {cols} FROM {stage} LIMIT 0")
-    copy = sql.SQL("COPY {stage} ({cols}) FROM STDIN")
-    insert = sql.SQL("INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}{on_conflict}{returning}")
+    copy = sql.SQL("COPY {stage} ({cols}) FROM STDIN{format}")
+    insert = sql.SQL(
+        "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} AS _new{absent}{on_conflict}{returning}"
+    )
     drop = sql.SQL("DROP TABLE {stage}")
-    on_conflict = sql.SQL("")
+    names = {"stage": stage, "cols": cols, "target": target, "format": sql.SQL("")}
+    names["absent"] = names["on_conflict"] = names["returning"] = sql.SQL("")
     if conflict == "do_nothing" and conflict_columns:
-        on_conflict = sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(_identifiers(conflict_columns))
+        # skip known rows before the INSERT evaluates their CHECKs and generated columns;
+        # ON CONFLICT still catches duplicates within the batch and concurrent writers
+        same_key = sql.SQL(" AND ").join(
+            sql.SQL("_old.{name} = _new.{name}").format(name=sql.Identifier(name))
+            for name in conflict_columns
+        )
+        names["absent"] = sql.SQL(
+            " WHERE NOT EXISTS (SELECT 1 FROM {target} AS _old WHERE {same_key})"
+        ).format(target=target, same_key=same_key)
+        names["on_conflict"] = sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(_identifiers(conflict_columns))
     elif conflict == "do_nothing":
-        on_conflict = sql.SQL(" ON CONFLICT DO NOTHING")
-    returning_clause = sql.SQL(" RETURNING {}").format(_identifiers(returning)) if returning else sql.SQL("")
-    names = {
-        "stage": stage,
-        "cols": cols,
-        "target": target,
-        "on_conflict": on_conflict,
-        "returning": returning_clause,
-    }
+        names["on_conflict"] = sql.SQL(" ON CONFLICT DO NOTHING")
+    if returning:
+        names["returning"] = sql.SQL(" RETURNING {}").format(_identifiers(returning))
 
     if not conn.in_transaction():  # otherwise Connection.commit() would silently do nothing
         conn.begin()
@@ -146,10 +158,16 @@ def copy_insert(
             cur.execute(create.format(**names))
             statement = describe
             cur.execute(describe.format(**names))
-            adapt = [_adapter(column.type_code) for column in cur.description or ()]
+            oids = [column.type_code for column in cur.description or ()]
+            adapt = [_adapter(oid) for oid in oids]
+            binary = all(_has_binary_dumper(pg, oid) for oid in oids)
+            if binary:
+                names["format"] = sql.SQL(" (FORMAT BINARY)")
             n_input = 0
             statement = copy
             with cur.copy(copy.format(**names)) as stream:
+                if binary:
+                    stream.set_types(oids)
                 for row in rows:
                     values = _row_values(row, columns)
                     stream.write_row([fn(value) for fn, value in zip(adapt, values, strict=True)])
@@ -199,6 +217,14 @@ def _row_values(row: Mapping[str, Any] | Sequence[Any], columns: list[str]) -> l
     if len(values) != len(columns):
         raise ValueError(f"row has {len(values)} values for {len(columns)} columns")
     return values
+
+
+def _has_binary_dumper(pg: psycopg.Connection, oid: int) -> bool:
+    try:
+        pg.adapters.get_dumper_by_oid(oid, psycopg.pq.Format.BINARY)
+    except psycopg.ProgrammingError:
+        return False
+    return True
 
 
 def _plain(value: Any) -> Any:
