@@ -124,13 +124,12 @@ def copy_insert(
     stage = sql.Identifier(staging_name())
     cols = _identifiers(columns)
     create = sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA")
-    describe = sql.SQL("SELECT {cols} FROM {stage} LIMIT 0")
-    copy = sql.SQL("COPY {stage} ({cols}) FROM STDIN{format}")
+    copy = sql.SQL("COPY {stage} ({cols}) FROM STDIN")
     insert = sql.SQL(
         "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} AS _new{absent}{on_conflict}{returning}"
     )
     drop = sql.SQL("DROP TABLE {stage}")
-    names = {"stage": stage, "cols": cols, "target": target, "format": sql.SQL("")}
+    names = {"stage": stage, "cols": cols, "target": target}
     names["absent"] = names["on_conflict"] = names["returning"] = sql.SQL("")
     if conflict == "do_nothing" and conflict_columns:
         # skip known rows before the INSERT evaluates their CHECKs and generated columns;
@@ -156,22 +155,8 @@ def copy_insert(
         # an autocommit connection would drop the ON COMMIT DROP table right away
         with pg.transaction() if pg.autocommit else nullcontext(), pg.cursor(row_factory=tuple_row) as cur:
             cur.execute(create.format(**names))
-            statement = describe
-            cur.execute(describe.format(**names))
-            oids = [column.type_code for column in cur.description or ()]
-            adapt = [_adapter(oid) for oid in oids]
-            binary = all(_has_binary_dumper(pg, oid) for oid in oids)
-            if binary:
-                names["format"] = sql.SQL(" (FORMAT BINARY)")
-            n_input = 0
             statement = copy
-            with cur.copy(copy.format(**names)) as stream:
-                if binary:
-                    stream.set_types(oids)
-                for row in rows:
-                    values = _row_values(row, columns)
-                    stream.write_row([fn(value) for fn, value in zip(adapt, values, strict=True)])
-                    n_input += 1
+            n_input = _stream_rows(pg, cur, stage, cols, rows, columns)
             statement = insert
             cur.execute(insert.format(**names))
             n_inserted = cur.rowcount
@@ -183,6 +168,60 @@ def copy_insert(
             statement.format(**names).as_string(pg), None, err, psycopg.Error, dialect=conn.dialect
         ) from err
     return BulkResult(n_input=n_input, n_inserted=n_inserted, returned_rows=returned)
+
+
+def copy_rows(
+    conn: Connection | Session,
+    table: str | Table | Any,
+    rows: Iterable[Mapping[str, Any] | Sequence[Any]],
+    columns: Sequence[str],
+) -> int:
+    """``COPY`` rows straight into ``table`` (no staging, no conflict handling); return how many.
+
+    For rows that cannot conflict, e.g. the frames of tasks created in the same
+    transaction. Constraints apply as usual; a violation aborts the transaction.
+    """
+    if isinstance(conn, Session):
+        conn = conn.connection()
+    columns = list(columns)
+    target = _target_identifier(table, columns, [], [])
+    cols = _identifiers(columns)
+    if not conn.in_transaction():
+        conn.begin()
+    pg: psycopg.Connection = conn.connection.driver_connection
+    try:
+        with pg.transaction() if pg.autocommit else nullcontext(), pg.cursor() as cur:
+            return _stream_rows(pg, cur, target, cols, rows, columns)
+    except psycopg.Error as err:
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(target, cols).as_string(pg)
+        raise DBAPIError.instance(statement, None, err, psycopg.Error, dialect=conn.dialect) from err
+
+
+def _stream_rows(
+    pg: psycopg.Connection,
+    cur: psycopg.Cursor,
+    table: sql.Composable,
+    cols: sql.Composable,
+    rows: Iterable[Mapping[str, Any] | Sequence[Any]],
+    columns: list[str],
+) -> int:
+    """COPY ``rows`` into ``table``: binary format typed from the table's columns when possible."""
+    cur.execute(sql.SQL("SELECT {} FROM {} LIMIT 0").format(cols, table))
+    oids = [column.type_code for column in cur.description or ()]
+    adapt = [_adapter(oid) for oid in oids]
+    binary = all(_has_binary_dumper(pg, oid) for oid in oids)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+        table, cols, sql.SQL(" (FORMAT BINARY)" if binary else "")
+    )
+    n = 0
+    with cur.copy(statement) as stream:
+        if binary:
+            stream.set_types(oids)
+        for row in rows:
+            values = _row_values(row, columns)
+            stream.write_row([fn(value) for fn, value in zip(adapt, values, strict=True)])
+            n += 1
+    return n
 
 
 def _identifiers(names: Sequence[str]) -> sql.Composed:
