@@ -388,3 +388,20 @@ def as_mapping(value: Any) -> Mapping[str, Any]:
     if hasattr(value, "as_dict"):
         return value.as_dict()
     raise TypeError(f"cannot read {type(value).__name__} as a mapping")
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON/JSONB-safe copy: numpy → lists and numbers, non-finite floats → strings, objects → dicts."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return jsonable(_json_default(value))
