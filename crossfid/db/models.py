@@ -125,9 +125,7 @@ class IngestRun(Base):
     arguments: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
     crossfid_version: Mapped[str] = mapped_column(Text, nullable=False)
     hostname: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), nullable=False
-    )
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     n_tasks_added: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     n_frames_added: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
@@ -154,9 +152,7 @@ class RawDocument(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     sha256: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), nullable=False, index=True)
-    ingest_run_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ingest_runs.id", ondelete="SET NULL"), index=True
-    )
+    ingest_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id", ondelete="SET NULL"), index=True)
     format: Mapped[str] = mapped_column(Text, nullable=False)
     compression: Mapped[str] = mapped_column(Text, nullable=False)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -202,12 +198,8 @@ class Task(Base):
     material_id: Mapped[int] = mapped_column(ForeignKey("materials.id", ondelete="CASCADE"), nullable=False)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), nullable=False)
     external_id: Mapped[str] = mapped_column(Text, nullable=False)
-    ingest_run_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ingest_runs.id", ondelete="SET NULL"), index=True
-    )
-    raw_document_id: Mapped[int | None] = mapped_column(
-        ForeignKey("raw_documents.id", ondelete="SET NULL"), index=True
-    )
+    ingest_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id", ondelete="SET NULL"), index=True)
+    raw_document_id: Mapped[int | None] = mapped_column(ForeignKey("raw_documents.id", ondelete="SET NULL"), index=True)
     fidelity: Mapped[str] = mapped_column(ForeignKey("fidelities.name"), nullable=False, index=True)
     run_type: Mapped[str] = mapped_column(Text, nullable=False)
     source_run_type: Mapped[str | None] = mapped_column(Text)
@@ -227,9 +219,7 @@ class Task(Base):
         UniqueConstraint("source_id", "external_id"),
         Index("ix_tasks_material_id_fidelity", "material_id", "fidelity"),
         CheckConstraint("task_type IN ('relax', 'static')", name="task_type"),
-        CheckConstraint(
-            "is_hubbard = (hubbards IS NOT NULL AND hubbards <> '{}'::jsonb)", name="hubbard_flag"
-        ),
+        CheckConstraint("is_hubbard = (hubbards IS NOT NULL AND hubbards <> '{}'::jsonb)", name="hubbard_flag"),
     )
 
 
@@ -275,9 +265,7 @@ class Frame(Base):
         CheckConstraint("forces IS NULL OR cardinality(forces) = 3 * n_atoms", name="forces_shape"),
         CheckConstraint("stress IS NULL OR cardinality(stress) = 9", name="stress_shape"),
         CheckConstraint("magmoms IS NULL OR cardinality(magmoms) = n_atoms", name="magmoms_shape"),
-        CheckConstraint(
-            "crossfid_all_finite(lattice) AND crossfid_all_finite(frac_coords)", name="structure_finite"
-        ),
+        CheckConstraint("crossfid_all_finite(lattice) AND crossfid_all_finite(frac_coords)", name="structure_finite"),
         CheckConstraint("crossfid_cell_volume(lattice) > 0", name="volume_positive"),
         CheckConstraint(finite("energy"), name="energy_finite"),
         CheckConstraint(finite("corrected_energy"), name="corrected_energy_finite"),
@@ -301,9 +289,7 @@ class ReferenceEntry(Base):
     fidelity: Mapped[str] = mapped_column(ForeignKey("fidelities.name"), nullable=False, index=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), nullable=False)
     task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"), index=True)
-    ingest_run_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ingest_runs.id", ondelete="SET NULL"), index=True
-    )
+    ingest_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id", ondelete="SET NULL"), index=True)
     entry_id: Mapped[str | None] = mapped_column(Text)
     energy_per_atom: Mapped[float] = mapped_column(Float8, nullable=False)
     corrected_energy_per_atom: Mapped[float | None] = mapped_column(Float8)
@@ -331,9 +317,7 @@ class Quarantine(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), nullable=False, index=True)
-    ingest_run_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ingest_runs.id", ondelete="SET NULL"), index=True
-    )
+    ingest_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id", ondelete="SET NULL"), index=True)
     location: Mapped[str] = mapped_column(Text, nullable=False)
     reason: Mapped[str] = mapped_column(Text, nullable=False)
     raw_text: Mapped[str | None] = mapped_column(Text)

@@ -80,9 +80,7 @@ def grant_reader(libpq_url: str, role: str, password: str | None = None) -> bool
         ident = sql.Identifier(role)
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
         if exists:
-            superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,)).fetchone()[
-                0
-            ]
+            superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,)).fetchone()[0]
             if superuser:
                 raise ValueError(f"role {role!r} is a superuser; refusing to turn it into a reader")
         else:

@@ -33,7 +33,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
 import crossfid
-from crossfid.db.bulk import copy_insert, copy_rows
+from crossfid.db import pgbinary
+from crossfid.db.bulk import copy_encoded, copy_insert
 from crossfid.db.models import Frame as FrameRow
 from crossfid.db.models import IngestRun, Source
 from crossfid.ingest.records import Bundle, Record, Refusal, jsonable, validate_bundle
@@ -334,6 +335,24 @@ def _write_tasks(
     return [(task_id, first[external_id][1]) for task_id, external_id in result.returned_rows]
 
 
+_FRAME_ENCODERS = (
+    pgbinary.int8,  # task_id
+    pgbinary.int4,  # ionic_step
+    pgbinary.int4,  # n_atoms
+    pgbinary.float8_array,  # lattice
+    pgbinary.int2_array,  # atomic_numbers
+    pgbinary.float8_array,  # frac_coords
+    pgbinary.float8,  # energy
+    pgbinary.float8,  # corrected_energy
+    pgbinary.float8_array,  # forces
+    pgbinary.float8_array,  # stress
+    pgbinary.float8_array,  # magmoms
+    pgbinary.int4,  # n_electronic_steps
+    pgbinary.boolean,  # scf_converged
+    pgbinary.text,  # content_hash
+)
+
+
 def _frame_rows(new_tasks: list[tuple[int, Any]]) -> Iterator[tuple]:
     for task_id, task in new_tasks:
         for frame in task.frames:
@@ -341,14 +360,14 @@ def _frame_rows(new_tasks: list[tuple[int, Any]]) -> Iterator[tuple]:
                 task_id,
                 frame.ionic_step,
                 frame.n_atoms,
-                frame.lattice.ravel().tolist(),
-                frame.atomic_numbers.tolist(),
-                frame.frac_coords.ravel().tolist(),
+                frame.lattice,
+                frame.atomic_numbers,
+                frame.frac_coords,
                 frame.energy,
                 frame.corrected_energy,
-                None if frame.forces is None else frame.forces.ravel().tolist(),
-                None if frame.stress is None else frame.stress.ravel().tolist(),
-                None if frame.magmoms is None else frame.magmoms.tolist(),
+                frame.forces,
+                frame.stress,
+                frame.magmoms,
                 frame.n_electronic_steps,
                 frame.scf_converged,
                 frame.content_hash(),
@@ -357,7 +376,8 @@ def _frame_rows(new_tasks: list[tuple[int, Any]]) -> Iterator[tuple]:
 
 def _write_frames(conn: Connection, new_tasks: list[tuple[int, Any]], counts: _BatchCounts) -> None:
     if new_tasks:
-        counts.frames_added += copy_rows(conn, FrameRow.__table__, _frame_rows(new_tasks), FRAME_COLUMNS)
+        rows = pgbinary.encode_rows(_frame_rows(new_tasks), _FRAME_ENCODERS)
+        counts.frames_added += copy_encoded(conn, FrameRow.__table__, FRAME_COLUMNS, rows)
 
 
 def _write_references(
