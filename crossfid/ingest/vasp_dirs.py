@@ -1,0 +1,624 @@
+"""VASP calculation directories → canonical records.
+
+A *calculation directory* is any directory holding ``vasprun.xml`` files: the plain
+``vasprun.xml`` and custodian/atomate-style suffixed copies (``vasprun.xml.relax1``,
+``vasprun.xml.relax2.gz``, ...), each optionally compressed (.gz, .bz2, .xz, .lzma).
+The files of one directory are read in suffix order (natural order of the suffix,
+``relax2`` before ``relax10``, the bare ``vasprun.xml`` last because custodian
+renames finished runs) and one :class:`~crossfid.ingest.records.Bundle` is made per
+directory. Consecutive files with the same classification (fidelity, run type, U
+values, task type) form one task whose frames follow each other in file order, so
+a double relaxation is one task; a directory whose files differ (e.g. custodian's
+PBEsol pre-relaxation followed by r2SCAN) gives one task per run of equal files.
+
+What is read, per file (pymatgen ``Vasprun``, no DOS/eigenvalues/POTCAR files):
+
+* every ``<calculation>`` (ionic step): structure, ``e_fr_energy`` (the free energy,
+  never ``e_0_energy``), forces, stress (kBar, VASP sign → GPa, tensile positive
+  via :func:`stress_from_vasp_kbar`), and the number of ``<scstep>`` blocks:
+  ``scf_converged`` is ``n < NELM`` (VASP stops at NELM without converging);
+* the INCAR as the user wrote it (``vasprun.incar``, stored as
+  ``Task.input_parameters``) and the full parameter set VASP used
+  (``vasprun.parameters``). The fidelity is classified from the parameters
+  overlaid with the INCAR, except that ``LDAU*`` come from the INCAR only
+  (VASP mangles them in ``<parameters>``; see emmet's ``run_type``) and the
+  placeholders ``GGA = --``/``METAGGA = --`` are dropped so that the POTCAR decides;
+* species order and POTCAR functional from ``<atominfo>`` (``PAW_PBE Fe_pv ...`` →
+  species ``Fe``, functional ``PBE``).
+
+Magnetic moments: vasprun.xml has no per-atom moments for ionic steps, so they
+come from the OUTCAR next to the vasprun file (same suffix: ``OUTCAR.relax2.gz``
+for ``vasprun.xml.relax2.gz``), read with pymatgen's ``Outcar``. VASP prints the
+``magnetization (x)`` table once, for the final ionic step, so only the **last
+frame** of a task gets ``magmoms`` (the ``tot`` column), and only when the run is
+collinear spin-polarised (ISPIN = 2, no LNONCOLLINEAR/LSORBIT), the vasprun.xml is
+complete, the table has one row per atom and the OUTCAR's final free energy equals
+the last step's ``e_fr_energy`` (within 1e-4 eV; a guard against a stale OUTCAR).
+Otherwise frames have no magmoms.
+
+Damaged files: a vasprun.xml cut off mid-file (a killed job) or a truncated
+compressed stream is parsed as far as it goes. Complete ionic steps are kept; the
+``<calculation>`` blocks that were started but not finished are dropped and
+reported as a :class:`Refusal` located at that step. A damaged file never gives a
+reference entry or OUTCAR moments. A file with no complete ionic step, or that
+cannot be read at all, is one Refusal with its path. Non-self-consistent runs
+(ICHARG >= 10), MD and unsupported functionals are refused by
+:func:`~crossfid.ingest.fidelity.classify_incar`.
+
+Identifiers: ``Task.external_id`` is ``vasp:<directory relative to its root>#<hash>``
+where the hash is the first 12 hex digits of the SHA-256 of the uncompressed
+vasprun.xml (for several files: of their SHA-256s in order), so reading the same
+files again gives the same ids, a changed file a new task, and compression does not
+matter. The material is ``vasp:<reduced formula>-<first 10 hex of the SHA-256 of
+the initial structure>`` unless ``material_id`` is given. ``Bundle.raw`` is the
+uncompressed vasprun.xml (format ``vasprun.xml``); a directory read from several
+files stores a deterministic uncompressed tar of them (format ``vasprun.xml.tar``).
+
+Reference entry: for a relaxation whose last file is complete, ionically converged
+(``Vasprun.converged_ionic``) and whose last step is SCF-converged, the last
+frame's energy per atom at the task's fidelity, with ``task_external_id`` set.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import io
+import logging
+import lzma
+import math
+import os
+import re
+import tarfile
+import tempfile
+import warnings
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossfid.ingest.fidelity import Classification, classify_incar
+from crossfid.ingest.records import (
+    Bundle,
+    Frame,
+    Material,
+    RawDocument,
+    RecordError,
+    ReferenceEntry,
+    Refusal,
+    Task,
+    stress_from_vasp_kbar,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["find_calculations", "read_vasp_dir", "read_vasp_dirs", "vasprun_files"]
+
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".lzma")
+_NAME = re.compile(r"^vasprun\.xml(?:\.(?P<suffix>[A-Za-z0-9_-]+))?$")
+_DEFAULT_NELM = 60  # VASP's default
+_OUTCAR_ENERGY_TOLERANCE = 1e-4  # eV
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _split_name(name: str) -> tuple[str, str] | None:
+    """``vasprun.xml.relax1.gz`` → (``relax1``, ``.gz``); None for files that are not vasprun.xml."""
+    stem, compression = name, ""
+    for ext in COMPRESSIONS:
+        if name.lower().endswith(ext):
+            stem, compression = name[: -len(ext)], ext
+            break
+    match = _NAME.match(stem)
+    if match is None:
+        return None
+    return match.group("suffix") or "", compression
+
+
+def _natural_key(suffix: str) -> tuple:
+    # the bare vasprun.xml last: custodian renames finished runs to .relax1, .relax2, ...
+    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", suffix) if p)
+    return (1,) if not suffix else (0, parts)
+
+
+def vasprun_files(directory: Path) -> list[Path]:
+    """The vasprun.xml files of one directory in suffix order (one per suffix; uncompressed preferred)."""
+    by_suffix: dict[str, tuple[int, Path]] = {}
+    for entry in sorted(Path(directory).iterdir()):
+        parts = _split_name(entry.name)
+        if parts is None or not entry.is_file():
+            continue
+        suffix, compression = parts
+        rank = ("", *COMPRESSIONS).index(compression)
+        if suffix not in by_suffix or rank < by_suffix[suffix][0]:
+            by_suffix[suffix] = (rank, entry)
+    return [by_suffix[s][1] for s in sorted(by_suffix, key=_natural_key)]
+
+
+def find_calculations(roots: Sequence[Path]) -> list[Path]:
+    """Every directory under ``roots`` (including the roots) that holds a vasprun.xml, sorted, without repeats.
+
+    A root may also be a vasprun.xml file, standing for its directory.
+    """
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            if _split_name(root.name) is None:
+                raise ValueError(f"{root} is neither a directory nor a vasprun.xml file")
+            found.add(root.parent)
+            continue
+        if not root.is_dir():
+            raise FileNotFoundError(f"no such directory: {root}")
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            if any(_split_name(name) is not None for name in filenames):
+                found.add(Path(dirpath))
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------- reading one file
+
+
+def _decompressor(path: Path) -> Callable[[], Any] | None:
+    ext = path.suffix.lower()
+    if ext == ".gz":
+        return lambda: zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)
+    if ext == ".bz2":
+        return bz2.BZ2Decompressor
+    if ext in (".xz", ".lzma"):
+        return lzma.LZMADecompressor
+    return None
+
+
+_DECOMPRESSION_ERRORS = (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError)
+
+
+def _read_uncompressed(path: Path, chunk: int = 1 << 16) -> tuple[bytes, bool]:
+    """The uncompressed bytes of ``path`` and whether the compressed stream was cut short or corrupt.
+
+    A damaged stream yields what could be decompressed before the damage: gzip is
+    replayed in small pieces from a copy of the decompressor taken before the failing
+    chunk, so almost nothing before the damage is lost (bz2/xz lose at most one chunk).
+    """
+    data = path.read_bytes()
+    make = _decompressor(path)
+    if make is None:
+        return data, False
+    out: list[bytes] = []
+    position = 0
+    while position < len(data):
+        decompressor = make()
+        while not decompressor.eof and position < len(data):
+            piece = data[position : position + chunk]
+            position += len(piece)
+            backup = decompressor.copy() if hasattr(decompressor, "copy") else None
+            try:
+                out.append(decompressor.decompress(piece))
+            except _DECOMPRESSION_ERRORS:
+                if backup is not None:
+                    for start in range(0, len(piece), 64):
+                        try:
+                            out.append(backup.decompress(piece[start : start + 64]))
+                        except _DECOMPRESSION_ERRORS:
+                            break
+                return b"".join(out), True
+        if not decompressor.eof:
+            return b"".join(out), True
+        position -= len(decompressor.unused_data)
+        if not data[position:].strip(b"\0"):  # trailing padding
+            break
+    return b"".join(out), False
+
+
+def _parse_vasprun(path: Path, content: bytes, stream_damaged: bool) -> tuple[Any, bool]:
+    """(pymatgen Vasprun, XML was malformed). Raises whatever pymatgen raises for unusable files."""
+    from pymatgen.io.vasp.outputs import Vasprun
+
+    kwargs = dict(
+        parse_dos=False,
+        parse_eigen=False,
+        parse_projected_eigen=False,
+        parse_potcar_file=False,
+        exception_on_bad_xml=False,
+    )
+    temporary: str | None = None
+    try:
+        target: Path | str = path
+        if stream_damaged:  # pymatgen would fail reading the compressed stream: give it what we recovered
+            with tempfile.NamedTemporaryFile(suffix=".xml", delete=False) as handle:
+                handle.write(content)
+                temporary = target = handle.name
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            vasprun = Vasprun(target, **kwargs)
+    finally:
+        if temporary is not None:
+            os.unlink(temporary)
+    malformed = any("XML is malformed" in str(w.message) for w in caught)
+    return vasprun, malformed
+
+
+def _species(vasprun: Any) -> list[str]:
+    """Element of each POSCAR species, in order (from the POTCAR titles, else from runs of atomic symbols)."""
+    species: list[str] = []
+    for titel in getattr(vasprun, "potcar_symbols", None) or []:
+        tokens = titel.split()
+        match = re.match(r"[A-Z][a-z]?", tokens[1] if len(tokens) > 1 else tokens[0] if tokens else "")
+        if match is None:
+            species = []
+            break
+        species.append(match.group(0))
+    if species:
+        return species
+    for symbol in vasprun.atomic_symbols:
+        if not species or species[-1] != symbol:
+            species.append(symbol)
+    return species
+
+
+def _potcar_functional(vasprun: Any) -> str | None:
+    """``PAW_PBE Fe_pv 06Sep2000`` → ``PBE``; LDA POTCARs (``PAW``, ``PAW_LDA``, ``US``) → ``LDA``."""
+    symbols = getattr(vasprun, "potcar_symbols", None) or []
+    if not symbols or not symbols[0].split():
+        return None
+    kind = symbols[0].split()[0].upper()
+    if kind in ("PAW", "PAW_LDA", "US", "US_LDA"):
+        return "LDA"
+    if kind.startswith("PAW_PBE"):
+        return "PBE"
+    if kind in ("PAW_GGA", "US_GGA"):
+        return "PW91"
+    return kind.partition("_")[2] or kind
+
+
+def _merged_parameters(vasprun: Any) -> dict[str, Any]:
+    """VASP's full parameter set overlaid with the user's INCAR; LDAU* only from the INCAR."""
+    params = {k: v for k, v in dict(getattr(vasprun, "parameters", {}) or {}).items() if not k.startswith("LDAU")}
+    for key in ("GGA", "METAGGA"):
+        value = params.get(key)
+        if isinstance(value, str) and value.strip().upper() in ("", "--", "NONE"):
+            del params[key]
+    params.update(dict(vasprun.incar))
+    return params
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _structure_hash(structure: Any) -> str:
+    h = hashlib.sha256(b"crossfid-structure-v1")
+    h.update(np.asarray([site.specie.Z for site in structure], dtype="<i2").tobytes())
+    h.update(np.asarray(structure.lattice.matrix, dtype="<f8").tobytes())
+    h.update(np.asarray(structure.frac_coords, dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class _Run:
+    """One parsed vasprun.xml file."""
+
+    path: Path
+    suffix: str
+    content: bytes
+    vasprun: Any
+    classification: Classification
+    parameters: dict[str, Any]  # merged, for NELM/ISPIN
+    complete: bool  # the XML is whole (not cut off or corrupt)
+    n_started: int  # <calculation> blocks begun in the file
+    sha256: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sha256 = hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def group_key(self) -> tuple:
+        c = self.classification
+        return (c.fidelity, c.run_type, tuple(sorted((c.hubbards or {}).items())), c.task_type)
+
+
+def _load(path: Path) -> _Run | Refusal:
+    where = str(path)
+    try:
+        content, stream_damaged = _read_uncompressed(path)
+    except OSError as exc:
+        return Refusal(where, f"cannot read file: {exc}")
+    if not content.strip():
+        return Refusal(where, "empty vasprun.xml" + (" (damaged compressed stream)" if stream_damaged else ""))
+    try:
+        vasprun, malformed = _parse_vasprun(path, content, stream_damaged)
+    except Exception as exc:  # pymatgen raises anything from IndexError to ParseError on broken files
+        if b"<modeling" not in content[:4096]:
+            reason = "not a vasprun.xml (no <modeling> element)"
+        elif b"</calculation>" not in content and (stream_damaged or not content.rstrip().endswith(b"</modeling>")):
+            reason = "vasprun.xml is truncated before its first complete ionic step"
+        else:
+            reason = "unparseable vasprun.xml"
+        return Refusal(where, f"{reason}: {type(exc).__name__}: {exc}")
+    if not vasprun.ionic_steps:
+        return Refusal(where, "vasprun.xml has no ionic step")
+    parameters = _merged_parameters(vasprun)
+    try:
+        classification = classify_incar(
+            parameters, species=_species(vasprun), potcar_functional=_potcar_functional(vasprun)
+        )
+    except RecordError as exc:
+        return Refusal(where, str(exc))
+    suffix = (_split_name(path.name) or ("", ""))[0]
+    complete = not stream_damaged and not malformed and content.rstrip().endswith(b"</modeling>")
+    return _Run(
+        path=path,
+        suffix=suffix,
+        content=content,
+        vasprun=vasprun,
+        classification=classification,
+        parameters=parameters,
+        complete=complete,
+        n_started=content.count(b"<calculation>"),
+    )
+
+
+# --------------------------------------------------------------------------- frames, tasks, bundles
+
+
+def _nelm(run: _Run) -> int:
+    """NELM as VASP used it (``<parameters>``), else as the INCAR set it, else VASP's default."""
+    for source in (getattr(run.vasprun, "parameters", None) or {}, run.parameters):
+        try:
+            return int(source["NELM"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return _DEFAULT_NELM
+
+
+def _frames(run: _Run, first_step: int) -> tuple[list[Frame], list[Refusal]]:
+    """The run's ionic steps as frames numbered from ``first_step``, and refusals for steps that are not usable."""
+    frames: list[Frame] = []
+    refusals: list[Refusal] = []
+    nelm = _nelm(run)
+    steps = run.vasprun.ionic_steps
+    for k, step in enumerate(steps):
+        where = f"{run.path} ionic step {k}"
+        structure = step.get("structure")
+        energy = step.get("e_fr_energy")
+        if structure is None:
+            refusals.append(Refusal(where, "ionic step has no structure"))
+            continue
+        if energy is None:
+            refusals.append(Refusal(where, "ionic step has no free energy (e_fr_energy)"))
+            continue
+        n_electronic = len(step.get("electronic_steps") or [])
+        stress = step.get("stress")
+        frames.append(
+            Frame.from_structure(
+                structure,
+                first_step + k,
+                energy,
+                forces=None if step.get("forces") is None else np.asarray(step["forces"], dtype=float),
+                stress=None if stress is None else stress_from_vasp_kbar(stress),
+                n_electronic_steps=n_electronic,
+                scf_converged=(n_electronic < nelm) if n_electronic else None,
+            )
+        )
+    lost = run.n_started - len(steps)
+    if lost > 0:
+        first, last = len(steps), len(steps) + lost - 1
+        label = f"ionic step {first}" if lost == 1 else f"ionic steps {first}-{last}"
+        why = "is incomplete" if lost == 1 else "are incomplete or unreadable"
+        refusals.append(
+            Refusal(f"{run.path} {label}", f"vasprun.xml is truncated or malformed: {label} {why} and dropped")
+        )
+    return frames, refusals
+
+
+def _outcar_for(run: _Run) -> Path | None:
+    name = f"OUTCAR.{run.suffix}" if run.suffix else "OUTCAR"
+    for ext in ("", *COMPRESSIONS):
+        candidate = run.path.parent / (name + ext)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _final_magmoms(run: _Run, frame: Frame) -> np.ndarray | None:
+    """Moments of the final ionic step from the matching OUTCAR (see the module doc for the checks)."""
+    p = run.parameters
+    if not run.complete or frame.energy is None:
+        return None
+    try:
+        if int(p.get("ISPIN", 1)) != 2 or p.get("LNONCOLLINEAR") is True or p.get("LSORBIT") is True:
+            return None
+    except (TypeError, ValueError):
+        return None
+    path = _outcar_for(run)
+    if path is None:
+        return None
+    from pymatgen.io.vasp.outputs import Outcar
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outcar = Outcar(path)
+    except Exception as exc:  # an OUTCAR pymatgen cannot read only costs the moments
+        logger.warning("%s: cannot read OUTCAR for magnetic moments (%s: %s)", path, type(exc).__name__, exc)
+        return None
+    rows = outcar.magnetization
+    if len(rows) != frame.n_atoms or outcar.final_fr_energy is None:
+        return None
+    if abs(float(outcar.final_fr_energy) - float(frame.energy)) > _OUTCAR_ENERGY_TOLERANCE:
+        logger.warning("%s: final energy differs from %s, magnetic moments not used", path, run.path)
+        return None
+    try:
+        return np.array([float(row["tot"]) for row in rows], dtype=float)
+    except (KeyError, TypeError, ValueError):  # non-collinear Magmom objects or odd tables
+        return None
+
+
+def _task_hash(runs: Sequence[_Run]) -> str:
+    if len(runs) == 1:
+        return runs[0].sha256[:12]
+    return hashlib.sha256("\n".join(r.sha256 for r in runs).encode()).hexdigest()[:12]
+
+
+def _relative(directory: Path, root: Path) -> str:
+    try:
+        rel = directory.relative_to(root).as_posix()
+    except ValueError:
+        rel = directory.as_posix()
+    if rel in ("", "."):
+        rel = directory.resolve().name or directory.resolve().as_posix()
+    return rel
+
+
+def _uncompressed_name(path: Path) -> str:
+    suffix = (_split_name(path.name) or ("", ""))[0]
+    return f"vasprun.xml.{suffix}" if suffix else "vasprun.xml"
+
+
+def _raw_document(directory: Path, runs: Sequence[_Run]) -> RawDocument:
+    if len(runs) == 1:
+        return RawDocument(content=runs[0].content, format="vasprun.xml", location=str(runs[0].path))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for run in runs:
+            info = tarfile.TarInfo(_uncompressed_name(run.path))
+            info.size, info.mtime, info.mode = len(run.content), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(run.content))
+    return RawDocument(content=buffer.getvalue(), format="vasprun.xml.tar", location=str(directory))
+
+
+def _build_task(runs: Sequence[_Run], rel: str) -> tuple[Task, ReferenceEntry | None, list[Refusal]]:
+    refusals: list[Refusal] = []
+    frames: list[Frame] = []
+    step = 0
+    for run in runs:
+        run_frames, run_refusals = _frames(run, step)
+        frames += run_frames
+        refusals += run_refusals
+        step += max(run.n_started, len(run.vasprun.ionic_steps))
+    last_run = runs[-1]
+    c = last_run.classification
+    external_id = f"vasp:{rel}#{_task_hash(runs)}"
+    last_step_kept = bool(frames) and frames[-1].ionic_step == step - 1
+    if last_step_kept:
+        magmoms = _final_magmoms(last_run, frames[-1])
+        if magmoms is not None:
+            frames[-1].magmoms = magmoms
+    version = getattr(last_run.vasprun, "vasp_version", None)
+    task = Task(
+        external_id=external_id,
+        fidelity=c.fidelity,
+        run_type=c.run_type,
+        task_type=c.task_type,  # type: ignore[arg-type]
+        frames=frames,
+        input_parameters=_json_safe(dict(last_run.vasprun.incar)),
+        hubbards=c.hubbards,
+        code="VASP",
+        code_version=None if version is None else str(version).strip(),
+    )
+    reference = None
+    if c.task_type == "relax" and last_run.complete and last_step_kept and frames[-1].scf_converged:
+        try:
+            converged = bool(last_run.vasprun.converged_ionic)
+        except Exception:  # pymatgen's property on odd parameter sets
+            converged = False
+        if converged:
+            final = frames[-1]
+            reference = ReferenceEntry(
+                fidelity=c.fidelity,
+                energy_per_atom=float(final.energy) / final.n_atoms,
+                n_atoms=final.n_atoms,
+                structure=last_run.vasprun.ionic_steps[-1]["structure"].as_dict(),
+                task_external_id=external_id,
+            )
+    return task, reference, refusals
+
+
+def read_vasp_dir(
+    directory: Path, *, root: Path | None = None, material_id: str | None = None
+) -> Iterator[Bundle | Refusal]:
+    """Records of one calculation directory: its refusals, then (if anything survived) one Bundle.
+
+    ``root`` is what the task ids are made relative to (default: the directory's parent).
+    """
+    directory = Path(directory)
+    root = directory.parent if root is None else Path(root)
+    rel = _relative(directory, root)
+    runs: list[_Run] = []
+    material: Material | None = None
+    for path in vasprun_files(directory):
+        loaded = _load(path)
+        if isinstance(loaded, Refusal):
+            yield loaded
+            continue
+        structure = loaded.vasprun.initial_structure
+        numbers = [site.specie.Z for site in structure]
+        candidate = Material.from_atomic_numbers(
+            material_id or f"vasp:{structure.composition.reduced_formula}-{_structure_hash(structure)[:10]}",
+            numbers,
+        )
+        if material is None:
+            material = candidate
+        elif candidate.formula != material.formula:
+            yield Refusal(
+                str(path), f"composition {candidate.formula} differs from {material.formula} of {runs[0].path.name}"
+            )
+            continue
+        runs.append(loaded)
+    if material is None or not runs:
+        return
+    groups: list[list[_Run]] = []
+    for run in runs:
+        if groups and groups[-1][-1].group_key == run.group_key:
+            groups[-1].append(run)
+        else:
+            groups.append([run])
+    tasks: list[Task] = []
+    references: dict[str, ReferenceEntry] = {}
+    for group in groups:
+        task, reference, refusals = _build_task(group, rel)
+        yield from refusals
+        if not task.frames:
+            continue
+        tasks.append(task)
+        if reference is not None:
+            references[reference.fidelity] = reference  # the last relaxation at a fidelity wins
+    if not tasks:
+        return
+    yield Bundle(
+        material=material,
+        location=str(directory),
+        tasks=tasks,
+        references=list(references.values()),
+        raw=_raw_document(directory, runs),
+    )
+
+
+def read_vasp_dirs(roots: Sequence[Path], *, material_id: str | None = None) -> Iterator[Bundle | Refusal]:
+    """Records of every calculation directory under ``roots`` (see the module doc).
+
+    Each directory is read once, relative to the first root (in the given order) that contains it.
+    ``material_id`` puts every bundle under that one material instead of one per initial structure.
+    """
+    roots = [Path(r) for r in roots]
+    bases = [r.parent if r.is_file() else r for r in roots]
+    for directory in find_calculations(roots):
+        root = next((b for b in bases if directory == b or b in directory.parents), directory.parent)
+        yield from read_vasp_dir(directory, root=root, material_id=material_id)
