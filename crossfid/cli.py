@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 import crossfid
+from crossfid.ingest.commands import ingest_app
 
 app = typer.Typer(
     name="crossfid",
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The database: create/upgrade, status, URL, reader roles.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(ingest_app, name="ingest")
 
 out = Console()
 err = Console(stderr=True)
@@ -98,9 +100,7 @@ def db_status() -> None:
     out.print(f"[bold]url[/]       {status.url}")
     out.print(f"[bold]database[/]  {status.database}")
     if status.revision is None:
-        out.print(
-            f"[bold]schema[/]    [yellow]not initialised[/] (head is {status.head}): run `crossfid db init`"
-        )
+        out.print(f"[bold]schema[/]    [yellow]not initialised[/] (head is {status.head}): run `crossfid db init`")
     elif status.up_to_date:
         out.print(f"[bold]schema[/]    revision {status.revision} (head)")
     else:

@@ -1,0 +1,60 @@
+"""`crossfid ingest <source>` end to end: files → command → database, exit codes, idempotence."""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import pytest
+from typer.testing import CliRunner
+from vasp_files import feo_run, write_vasprun
+
+from crossfid.cli import app
+
+U_INCAR = {"LDAU": True, "LDAUTYPE": 2, "LDAUL": [2, -1], "LDAUU": [5.3, 0.0], "LDAUJ": [0.0, 0.0]}
+
+
+@pytest.fixture
+def invoke(database_url, monkeypatch):
+    monkeypatch.setenv("CROSSFID_DATABASE_URL", database_url)
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, list(args))
+
+    return run
+
+
+def test_vasp_directories_round_trip_through_the_command(invoke, database_url, tmp_path):
+    gga_u = feo_run(U_INCAR, n_steps=3, seed=1)
+    write_vasprun(tmp_path / "calcs" / "feo-u", gga_u)
+    write_vasprun(tmp_path / "calcs" / "feo-nscf", feo_run({"ICHARG": 11, "NSW": 0, "IBRION": -1}, n_steps=1))
+
+    result = invoke("ingest", "vasp", str(tmp_path / "calcs"))
+    assert result.exit_code == 3, result.output  # the NSCF run is quarantined
+    assert "quarantined" in result.output and "non-self-consistent" in result.output
+
+    with psycopg.connect(database_url) as conn:
+        task = conn.execute("SELECT id, fidelity, run_type, hubbards FROM tasks").fetchall()
+        assert len(task) == 1 and task[0][1:] == ("GGA+U", "PBE+U", {"Fe": 5.3})
+        rows = conn.execute(
+            "SELECT energy, forces, stress FROM frames WHERE task_id = %s ORDER BY ionic_step", (task[0][0],)
+        ).fetchall()
+        reason = conn.execute("SELECT reason FROM quarantine").fetchone()[0]
+    assert "ICHARG = 11" in reason
+    assert [r[0] for r in rows] == [s.e_fr_energy for s in gga_u.steps]
+    for (_, forces, stress), step in zip(rows, gga_u.steps, strict=True):
+        assert np.array_equal(np.reshape(forces, (-1, 3)), np.array(step.forces))
+        assert np.allclose(np.reshape(stress, (3, 3)), -0.1 * np.array(step.stress_kbar), rtol=0, atol=1e-12)
+
+    again = invoke("ingest", "vasp", str(tmp_path / "calcs"))
+    assert again.exit_code == 3  # the same NSCF input is still refused (not duplicated)
+    with psycopg.connect(database_url) as conn:
+        counts = conn.execute("SELECT (SELECT count(*) FROM frames), (SELECT count(*) FROM quarantine)").fetchone()
+    assert counts == (3, 1)
+
+
+def test_clean_input_exits_zero_and_missing_api_key_is_one_clear_error(invoke, tmp_path):
+    write_vasprun(tmp_path / "ok", feo_run(n_steps=2))
+    assert invoke("ingest", "vasp", str(tmp_path / "ok")).exit_code == 0
+    result = invoke("ingest", "mp", "--material-ids", "mp-149")
+    assert result.exit_code != 0 and "MP_API_KEY is not set" in str(result.exception)
