@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from crossfid.db.models import Frame as FrameRow
 from crossfid.db.models import IngestRun, Quarantine, RawDocument, ReferenceEntry, Task
 from crossfid.ingest.loader import ingest
-from crossfid.ingest.records import Refusal
+from crossfid.ingest.records import Refusal, validate_frame
 
 
 def test_round_trip_is_exact(engine):
@@ -153,3 +153,43 @@ def test_kill_9_mid_ingest_leaves_no_partial_task_and_rerun_completes(engine, da
         assert conn.execute("SELECT count(*), (SELECT count(*) FROM frames) FROM tasks").fetchone() == (n, 5 * n)
         statuses = dict(conn.execute("SELECT status, count(*) FROM ingest_runs GROUP BY 1").fetchall())
     assert statuses == {"running": 1, "completed": 1}  # the killed run says it never finished
+
+
+def test_columnar_fast_path_stores_exactly_what_the_per_frame_path_stores(engine, monkeypatch):
+    import crossfid.ingest.loader as loader
+    from crossfid.ingest.columnar import frame_block
+
+    def varied(i: int):
+        b = synthetic.bundle(i, n_frames=6)
+        frames = b.tasks[0].frames
+        frames[1] = replace(frames[1], forces=None, magmoms=None)  # missing labels on some frames
+        frames[2] = replace(frames[2], energy=None, corrected_energy=None, stress=[1.0, 2.0, 3.0, 0.1, 0.2, 0.3])
+        frames[3] = replace(frames[3], n_electronic_steps=None, scf_converged=False)
+        frames[4] = replace(frames[4], scf_converged=None)
+        return b
+
+    fast, slow = varied(1), varied(2)
+    slow.tasks[0].frames = [replace(f) for f in fast.tasks[0].frames]  # identical frames, other task
+    block = frame_block(fast.tasks[0].frames)
+    assert block is not None
+    assert block.content_hash == [validate_frame(f).content_hash() for f in fast.tasks[0].frames]
+
+    ingest(engine, "synthetic", "test", [fast])
+    monkeypatch.setattr(loader, "frame_block", lambda frames: None)
+    ingest(engine, "synthetic", "test", [slow])
+    columns = (
+        "ionic_step, n_atoms, lattice, atomic_numbers, frac_coords, energy, corrected_energy, forces, stress, "
+        "magmoms, n_electronic_steps, scf_converged, content_hash, volume, energy_per_atom, max_force"
+    )
+    with engine.connect() as conn:
+        rows = {
+            task: conn.execute(
+                text(
+                    f"SELECT {columns} FROM frames f JOIN tasks t ON t.id = f.task_id "
+                    "WHERE t.external_id = :task ORDER BY ionic_step"
+                ),
+                {"task": task},
+            ).all()
+            for task in ("task-1", "task-2")
+        }
+    assert len(rows["task-1"]) == 6 and rows["task-1"] == rows["task-2"]

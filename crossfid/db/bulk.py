@@ -195,12 +195,13 @@ def copy_rows(
 
 
 def copy_encoded(
-    conn: Connection | Session, table: str | Table | Any, columns: Sequence[str], rows: Iterable[bytes]
+    conn: Connection | Session, table: str | Table | Any, columns: Sequence[str], chunks: Iterable[bytes]
 ) -> int:
     """``COPY`` pre-encoded binary rows (see :mod:`crossfid.db.pgbinary`) straight into ``table``.
 
     The fastest path, for array-heavy rows that cannot conflict; the caller's
-    encoders must match the column types exactly. Returns the number of rows.
+    encoders must match the column types exactly. Each chunk holds one or more
+    whole rows. Returns the number of bytes sent.
     """
     from crossfid.db import pgbinary
 
@@ -222,10 +223,10 @@ def copy_encoded(
             stream.write(pgbinary.COPY_SIGNATURE)
             buffer: list[bytes] = []
             size = 0
-            for row in rows:
-                buffer.append(row)
-                size += len(row)
-                n += 1
+            for chunk in chunks:
+                buffer.append(chunk)
+                size += len(chunk)
+                n += len(chunk)
                 if size > 1 << 20:
                     stream.write(b"".join(buffer))
                     buffer, size = [], 0

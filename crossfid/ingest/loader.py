@@ -37,6 +37,7 @@ from crossfid.db import pgbinary
 from crossfid.db.bulk import copy_encoded, copy_insert
 from crossfid.db.models import Frame as FrameRow
 from crossfid.db.models import IngestRun, Source
+from crossfid.ingest.columnar import FrameBlock, encode_block, frame_block
 from crossfid.ingest.records import Bundle, Record, Refusal, jsonable, validate_bundle
 
 log = logging.getLogger(__name__)
@@ -206,11 +207,18 @@ def _write_batch(
     counts = _BatchCounts()
     bundles: list[Bundle] = []
     refusals: list[Refusal] = []
+    blocks: dict[tuple[str, str], FrameBlock] = {}  # (material, task) → columnar frames
     for record in batch:
         if isinstance(record, Refusal):
             refusals.append(record)
             continue
-        cleaned, refused = validate_bundle(record)
+        checked = set()
+        for task in record.tasks:
+            block = frame_block(task.frames)
+            if block is not None:
+                blocks[record.material.external_id, task.external_id] = block
+                checked.add(task.external_id)
+        cleaned, refused = validate_bundle(record, checked_frames=frozenset(checked))
         refusals.extend(refused)
         if cleaned is not None:
             bundles.append(cleaned)
@@ -218,7 +226,7 @@ def _write_batch(
     raw_ids = _write_raw_documents(conn, source_id, run_id, bundles, counts)
     material_ids = _write_materials(conn, bundles)
     new_tasks = _write_tasks(conn, source_id, run_id, bundles, raw_ids, material_ids, counts)
-    _write_frames(conn, new_tasks, counts)
+    _write_frames(conn, new_tasks, blocks, counts)
     _write_references(conn, source_id, run_id, bundles, material_ids, counts)
     _write_quarantine(conn, source_id, run_id, refusals, counts, summary)
     conn.execute(
@@ -278,8 +286,8 @@ def _write_tasks(
     raw_ids: dict[str, int],
     material_ids: dict[str, int],
     counts: _BatchCounts,
-) -> list[tuple[int, Any]]:
-    """Insert tasks; return (task id, Task record) for the ones that are new."""
+) -> list[tuple[int, str, Any]]:
+    """Insert tasks; return (task id, material external id, Task record) for the ones that are new."""
     first: dict[str, tuple[Bundle, Any]] = {}
     for bundle in bundles:
         for task in bundle.tasks:
@@ -332,7 +340,10 @@ def _write_tasks(
     )
     counts.tasks_added += result.n_inserted
     counts.tasks_already_present += result.n_already_present
-    return [(task_id, first[external_id][1]) for task_id, external_id in result.returned_rows]
+    return [
+        (task_id, first[external_id][0].material.external_id, first[external_id][1])
+        for task_id, external_id in result.returned_rows
+    ]
 
 
 _FRAME_ENCODERS = (
@@ -353,31 +364,46 @@ _FRAME_ENCODERS = (
 )
 
 
-def _frame_rows(new_tasks: list[tuple[int, Any]]) -> Iterator[tuple]:
-    for task_id, task in new_tasks:
-        for frame in task.frames:
-            yield (
-                task_id,
-                frame.ionic_step,
-                frame.n_atoms,
-                frame.lattice,
-                frame.atomic_numbers,
-                frame.frac_coords,
-                frame.energy,
-                frame.corrected_energy,
-                frame.forces,
-                frame.stress,
-                frame.magmoms,
-                frame.n_electronic_steps,
-                frame.scf_converged,
-                frame.content_hash(),
-            )
+def _frame_row(task_id: int, frame: Any) -> tuple:
+    return (
+        task_id,
+        frame.ionic_step,
+        frame.n_atoms,
+        frame.lattice,
+        frame.atomic_numbers,
+        frame.frac_coords,
+        frame.energy,
+        frame.corrected_energy,
+        frame.forces,
+        frame.stress,
+        frame.magmoms,
+        frame.n_electronic_steps,
+        frame.scf_converged,
+        frame.content_hash(),
+    )
 
 
-def _write_frames(conn: Connection, new_tasks: list[tuple[int, Any]], counts: _BatchCounts) -> None:
+def _write_frames(
+    conn: Connection,
+    new_tasks: list[tuple[int, str, Any]],
+    blocks: dict[tuple[str, str], FrameBlock],
+    counts: _BatchCounts,
+) -> None:
+    """COPY the frames of new tasks: columnar blocks where possible, frame by frame otherwise."""
+
+    def chunks() -> Iterator[bytes]:
+        for task_id, material, task in new_tasks:
+            block = blocks.get((material, task.external_id))
+            if block is not None:
+                counts.frames_added += block.n_frames
+                yield encode_block(block, task_id)
+            else:
+                counts.frames_added += len(task.frames)
+                rows = (_frame_row(task_id, frame) for frame in task.frames)
+                yield from pgbinary.encode_rows(rows, _FRAME_ENCODERS)
+
     if new_tasks:
-        rows = pgbinary.encode_rows(_frame_rows(new_tasks), _FRAME_ENCODERS)
-        counts.frames_added += copy_encoded(conn, FrameRow.__table__, FRAME_COLUMNS, rows)
+        copy_encoded(conn, FrameRow.__table__, FRAME_COLUMNS, chunks())
 
 
 def _write_references(

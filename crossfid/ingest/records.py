@@ -341,12 +341,16 @@ def validate_reference(entry: ReferenceEntry) -> ReferenceEntry:
     )
 
 
-def validate_bundle(bundle: Bundle) -> tuple[Bundle | None, list[Refusal]]:
+def validate_bundle(
+    bundle: Bundle, *, checked_frames: frozenset[str] = frozenset()
+) -> tuple[Bundle | None, list[Refusal]]:
     """Validate everything in a bundle.
 
     A bad frame is refused on its own (the task keeps its other frames); a bad task
     or reference entry is refused whole. Returns the cleaned bundle (None when
     nothing in it survived) and the refusals, each with its location.
+    ``checked_frames``: external ids of tasks whose frames were already validated
+    (the loader's columnar fast path); their frames are kept as they are.
     """
     refusals: list[Refusal] = []
     tasks: list[Task] = []
@@ -356,6 +360,9 @@ def validate_bundle(bundle: Bundle) -> tuple[Bundle | None, list[Refusal]]:
             task = validate_task(task)
         except RecordError as exc:
             refusals.append(Refusal(where, str(exc)))
+            continue
+        if task.external_id in checked_frames and task.frames:
+            tasks.append(task)
             continue
         frames: list[Frame] = []
         for frame in task.frames:

@@ -1,0 +1,641 @@
+"""Materials Project task and thermo documents → canonical records (pure conversion).
+
+Task documents are emmet-core ``TaskDoc`` dictionaries, as served by the API's
+``materials/tasks`` endpoint (JSON) and as written by ``monty.serialization.dumpfn``
+(with ``@module``/``@class`` keys and monty-encoded datetimes). What is read:
+
+* frames: ``calcs_reversed`` holds the calculations newest first, so it is walked
+  backwards (``calcs_reversed[-1]`` is the first calculation); each calculation's
+  ``output.ionic_steps`` gives one frame per ionic step: ``structure``, ``e_fr_energy``
+  (the uncorrected free energy; never ``e_0_energy``), ``forces`` (eV/Å), ``stress``
+  (VASP kBar, compressive positive → GPa, tensile positive), ``electronic_steps``
+  (their number; the SCF counts as converged when it is below NELM, VASP default 60).
+  Magnetic moments come from the step structure's ``magmom`` site property, or, for
+  the last step of a calculation, from ``output.structure`` / ``output.outcar``.
+  ``ionic_step`` runs over the whole task (a double relaxation gives 0 … n-1).
+* fidelity: from each calculation's INCAR (``input.incar``, else
+  ``input.parameters``) and U values (``input.hubbards``) through
+  :func:`crossfid.ingest.fidelity.classify_incar`; never from the document's
+  ``run_type`` / ``calc_type`` labels, which are kept in ``Task.source_run_type``.
+  NSCF (band-structure), MD and unsupported runs are refused with the classifier's
+  reason. When the calculations of one document differ in functional (e.g. a PBEsol
+  pre-relaxation before the r2SCAN relaxations of an MP r2SCAN task), each run of
+  consecutive calculations with one classification becomes its own task: the one
+  holding the final calculation keeps the task id, earlier ones get
+  ``"<task_id>/<task_name>"``. Their frames are never mixed into the final fidelity.
+  A calculation that cannot be classified (NSCF, MD, unknown functional) refuses the
+  whole document, with the calculation's name in the reason.
+* ids: MP ids are written in their legacy form (``mp-1234``), also when the
+  document has emmet's AlphaID form (``mp-aaaaabvm``); see :func:`format_mp_id`.
+  API task documents do not carry the material id: the caller passes it, and it
+  wins over a ``material_id`` stored in the document.
+
+Thermo documents (emmet ``ThermoDoc``) become :class:`ReferenceEntry` objects, one
+per entry of ``entries``; the formation energy and energy above hull of the document
+belong to its ``energy_type`` entry only. Documents of the mixed thermo type
+``GGA_GGA+U_R2SCAN`` are not read: their entries are the same calculations as the
+``GGA_GGA+U`` and ``R2SCAN`` documents, only with the mixing-scheme corrections.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossfid.ingest.fidelity import Classification, classify_incar, fidelity_from_label
+from crossfid.ingest.records import (
+    Bundle,
+    Frame,
+    Material,
+    RawDocument,
+    RecordError,
+    ReferenceEntry,
+    Refusal,
+    Task,
+    as_mapping,
+    stress_from_vasp_kbar,
+)
+
+#: VASP's default NELM (maximum number of electronic steps)
+DEFAULT_NELM = 60
+
+#: the thermo type that is not read (its entries are those of GGA_GGA+U and R2SCAN)
+MIXED_THERMO_TYPE = "GGA_GGA+U_R2SCAN"
+
+_MP_ID_PREFIXES = ("mp", "mvc")
+_SNIPPET_CHARS = 4096
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def format_mp_id(value: Any) -> str:
+    """An MP id in its legacy form (``mp-aaaaabvm`` → ``mp-1234``); other ids unchanged."""
+    text = str(getattr(value, "string", value)).strip()
+    prefix, dash, rest = text.partition("-")
+    if not dash or prefix not in _MP_ID_PREFIXES or not rest.isalnum():
+        return text
+    try:
+        from emmet.core.mpid import AlphaID
+
+        return str(AlphaID(text).formatted)
+    except Exception:
+        return text
+
+
+def mp_id_key(value: Any) -> str:
+    """Comparison key of an MP id (legacy and AlphaID forms of one id are equal)."""
+    return format_mp_id(value)
+
+
+def _json_like(value: Any) -> Any:
+    """Plain Python data from pydantic models, pymatgen objects or JSON strings (emmet's arrow form)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        if isinstance(value, str) and value[:1] in ("{", "["):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+    if isinstance(value, bytes):
+        return json.loads(value)
+    if isinstance(value, Mapping | list | tuple | np.ndarray):
+        return value
+    try:
+        return as_mapping(value)
+    except TypeError:
+        return value
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    value = _json_like(value)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _hubbard_map(value: Any) -> dict[str, float] | None:
+    """emmet stores U values as a dict, or (arrow form) as a list of (element, U) pairs."""
+    value = _json_like(value)
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        value = dict(value)
+    if not isinstance(value, Mapping):
+        return None
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def _array(value: Any) -> np.ndarray | None:
+    """A float array from a list, a numpy array or monty's encoded ndarray."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping) and "data" in value:  # {"@module": "numpy", "@class": "array", ...}
+        value = np.asarray(value["data"], dtype=value.get("dtype") or float)
+    return np.asarray(value, dtype=float)
+
+
+def _parse_datetime(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, Mapping):  # monty {"@class": "datetime", "string": ...} or Mongo {"$date": ...}
+        value = value.get("string") or value.get("$date")
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON-serialisable copy (numpy, pymatgen objects and the like as plain data)."""
+    from crossfid.ingest.records import _json_default
+
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _incar_dict(value: Any) -> dict[str, Any]:
+    incar = _mapping(value)
+    return {str(k): v for k, v in incar.items() if not str(k).startswith("@")}
+
+
+# --------------------------------------------------------------------------- structures
+
+
+def _structure_arrays(structure: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(lattice, atomic numbers, fractional coordinates, magmoms or None) of a pymatgen structure dict."""
+    from pymatgen.core import Element
+
+    data = _mapping(structure)
+    if not data or "lattice" not in data or "sites" not in data:
+        raise RecordError("no structure")
+    lattice = np.asarray(_mapping(data["lattice"]).get("matrix"), dtype=float)
+    numbers: list[int] = []
+    frac: list[Any] = []
+    magmoms: list[float] = []
+    for index, site in enumerate(data["sites"]):
+        species = site.get("species") or []
+        if len(species) != 1 or float(species[0].get("occu", 1.0)) != 1.0:
+            raise RecordError(f"site {index} is disordered (partial occupancy): not a DFT structure")
+        symbol = species[0].get("element")
+        try:
+            numbers.append(Element(symbol).Z)
+        except (ValueError, KeyError) as exc:
+            raise RecordError(f"site {index} has unknown element {symbol!r}") from exc
+        if site.get("abc") is not None:
+            frac.append(site["abc"])
+        else:
+            frac.append(np.linalg.solve(lattice.T, np.asarray(site["xyz"], dtype=float)))
+        magmom = (site.get("properties") or {}).get("magmom")
+        if isinstance(magmom, int | float) and not isinstance(magmom, bool):
+            magmoms.append(float(magmom))
+    moments = np.asarray(magmoms, dtype=float) if len(magmoms) == len(numbers) else None
+    return lattice, np.asarray(numbers, dtype=np.int16), np.asarray(frac, dtype=float), moments
+
+
+def _final_magmoms(output: Mapping[str, Any], lattice: np.ndarray, frac: np.ndarray) -> np.ndarray | None:
+    """Moments of a calculation's final structure (``output.structure`` or OUTCAR), when it is this frame's."""
+    n = len(frac)
+    structure = output.get("structure")
+    if structure is not None:
+        try:
+            out_lattice, _, out_frac, moments = _structure_arrays(structure)
+        except RecordError:
+            moments = None
+        else:
+            same = out_frac.shape == frac.shape and np.allclose(out_lattice, lattice, atol=1e-6)
+            same = same and np.allclose(out_frac, frac, atol=1e-6)
+            if not same:
+                return None
+        if moments is not None:
+            return moments
+    magnetization = (_mapping(output.get("outcar"))).get("magnetization")
+    if isinstance(magnetization, list) and len(magnetization) == n:
+        try:
+            return np.asarray([float(m["tot"]) for m in magnetization], dtype=float)
+        except (KeyError, TypeError, ValueError):
+            return None
+    return None
+
+
+# --------------------------------------------------------------------------- task documents
+
+
+def _species_order(calc_input: Mapping[str, Any]) -> list[str] | None:
+    """POSCAR species order (to read LDAUU when the U values are not given as a dict)."""
+    potcar = calc_input.get("potcar")
+    if isinstance(potcar, list) and potcar and all(isinstance(p, str) for p in potcar):
+        return [p.split("_", 1)[0] for p in potcar]
+    structure = _mapping(calc_input.get("structure"))
+    order: list[str] = []
+    for site in structure.get("sites") or []:
+        species = site.get("species") or [{}]
+        symbol = species[0].get("element")
+        if symbol and (not order or order[-1] != symbol):
+            order.append(symbol)
+    return order or None
+
+
+def _potcar_functional(calc_input: Mapping[str, Any]) -> str | None:
+    """``PAW_PBE`` → ``PBE``; ``PAW`` (LDA POTCARs) → ``LDA``."""
+    types = calc_input.get("potcar_type")
+    if isinstance(types, list) and types:
+        parts = str(types[0]).split("_", 1)
+        return parts[1] if len(parts) == 2 else "LDA"
+    specs = calc_input.get("potcar_spec")
+    if isinstance(specs, list) and specs:
+        titel = str(_mapping(specs[0]).get("titel") or "")
+        head = titel.split()[0] if titel.split() else ""
+        if head:
+            parts = head.split("_", 1)
+            return parts[1] if len(parts) == 2 else "LDA"
+    return None
+
+
+def _calc_incar(calc_input: Mapping[str, Any]) -> dict[str, Any]:
+    """The INCAR as written (``input.incar``); ``input.parameters`` (vasprun's full set) only without one."""
+    incar = _incar_dict(calc_input.get("incar"))
+    return incar or _incar_dict(calc_input.get("parameters"))
+
+
+def _nelm(calc_input: Mapping[str, Any]) -> int:
+    for source in (calc_input.get("parameters"), calc_input.get("incar")):
+        value = _mapping(source).get("NELM")
+        if value is not None:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                continue
+    return DEFAULT_NELM
+
+
+def _classify_calc(calc_input: Mapping[str, Any], doc_input: Mapping[str, Any]) -> Classification:
+    incar = _calc_incar(calc_input) or _calc_incar(doc_input)
+    if not incar:
+        raise RecordError("calculation has no INCAR (input.incar / input.parameters): fidelity unknown")
+    hubbards = _hubbard_map(calc_input.get("hubbards"))
+    if hubbards is None:
+        hubbards = _hubbard_map(doc_input.get("hubbards"))
+    species = _species_order(calc_input) or _species_order(doc_input)
+    functional = _potcar_functional(calc_input) or _potcar_functional(doc_input)
+    return classify_incar(incar, species=species, hubbards=hubbards, potcar_functional=functional)
+
+
+def _electronic_step_count(step: Mapping[str, Any], output: Mapping[str, Any], index: int) -> int | None:
+    steps = step.get("electronic_steps")
+    if isinstance(steps, list):
+        return len(steps)
+    if step.get("num_electronic_steps") is not None:
+        return int(step["num_electronic_steps"])
+    counts = output.get("num_electronic_steps")
+    if isinstance(counts, list) and index < len(counts) and counts[index] is not None:
+        return int(counts[index])
+    return None
+
+
+def _calc_frames(calc: Mapping[str, Any], first_index: int) -> list[Frame]:
+    calc_input = _mapping(calc.get("input"))
+    output = _mapping(calc.get("output"))
+    nelm = _nelm(calc_input)
+    steps = output.get("ionic_steps") or []
+    frames: list[Frame] = []
+    for i, raw_step in enumerate(steps):
+        step = _mapping(raw_step)
+        where = f"ionic step {first_index + i}"
+        try:
+            lattice, numbers, frac, magmoms = _structure_arrays(step.get("structure"))
+        except RecordError as exc:
+            raise RecordError(f"{where}: {exc}") from exc
+        if magmoms is None:
+            magmoms = _array(step.get("magmoms", step.get("magmom")))
+        if magmoms is None and i == len(steps) - 1:
+            magmoms = _final_magmoms(output, lattice, frac)
+        n_scf = _electronic_step_count(step, output, i)
+        stress = step.get("stress")
+        energy = step.get("e_fr_energy")
+        frames.append(
+            Frame(
+                ionic_step=first_index + i,
+                lattice=lattice,
+                atomic_numbers=numbers,
+                frac_coords=frac,
+                energy=None if energy is None else float(energy),
+                forces=_array(step.get("forces")),
+                stress=None if stress is None else stress_from_vasp_kbar(_array(stress)),
+                magmoms=magmoms,
+                n_electronic_steps=n_scf,
+                scf_converged=None if n_scf is None else n_scf < nelm,
+            )
+        )
+    return frames
+
+
+def _refuse(location: str, reason: str, doc: Any) -> Refusal:
+    try:
+        raw = _json_safe(doc)
+    except (TypeError, ValueError):
+        raw = None
+    return Refusal(location=location, reason=reason, raw_document=raw)
+
+
+def task_document_to_bundle(doc: Mapping, location: str, *, material_id: str | None = None) -> Bundle | Refusal:
+    """One MP task document → a bundle (material, its task(s) and frames, raw document) or a refusal."""
+    data = doc if isinstance(doc, Mapping) else _mapping(doc)
+    if not data:
+        return Refusal(location, "not a task document (expected a JSON object)")
+    try:
+        return _task_bundle(data, location, material_id)
+    except RecordError as exc:
+        return _refuse(location, str(exc), doc)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # malformed document
+        return _refuse(location, f"malformed task document: {type(exc).__name__}: {exc}", doc)
+
+
+def _task_bundle(doc: Mapping[str, Any], location: str, material_id: str | None) -> Bundle:
+    if doc.get("task_id") in (None, ""):
+        raise RecordError("task document has no task_id")
+    task_id = format_mp_id(doc["task_id"])
+    mid = material_id or doc.get("material_id")
+    if not mid:
+        raise RecordError(f"task {task_id} has no material id (neither in the document nor given)")
+    mid = format_mp_id(mid)
+
+    calcs = [_mapping(c) for c in (doc.get("calcs_reversed") or [])][::-1]  # chronological
+    if not any(_mapping(c.get("output")).get("ionic_steps") for c in calcs):
+        raise RecordError(f"task {task_id} has no ionic steps (calcs_reversed[].output.ionic_steps): no frames to read")
+    doc_input = _mapping(doc.get("input")) or _mapping(doc.get("orig_inputs"))
+
+    # classify every calculation; group consecutive calculations with one classification
+    groups: list[tuple[Classification, list[tuple[int, Mapping[str, Any]]]]] = []
+    for index, calc in enumerate(calcs):
+        try:
+            classification = _classify_calc(_mapping(calc.get("input")), doc_input)
+        except RecordError as exc:
+            if len(calcs) == 1:
+                raise
+            name = calc.get("task_name") or f"calculation {index + 1} of {len(calcs)}"
+            raise RecordError(f"{name}: {exc}") from exc
+        if groups and groups[-1][0] == classification:
+            groups[-1][1].append((index, calc))
+        else:
+            groups.append((classification, [(index, calc)]))
+
+    tasks: list[Task] = []
+    for g, (classification, members) in enumerate(groups):
+        final = g == len(groups) - 1
+        frames: list[Frame] = []
+        for _, calc in members:
+            frames.extend(_calc_frames(calc, len(frames)))
+        _, last_calc = members[-1]
+        last_input = _mapping(last_calc.get("input"))
+        if final:
+            external_id = task_id
+            label = doc.get("run_type") or last_calc.get("run_type")
+            completed = _parse_datetime(doc.get("completed_at")) or _parse_datetime(doc.get("last_updated"))
+            completed = completed or _parse_datetime(last_calc.get("completed_at"))
+        else:
+            first_index, first_calc = members[0]
+            external_id = f"{task_id}/{first_calc.get('task_name') or f'calc{first_index + 1}'}"
+            label = last_calc.get("run_type")
+            completed = _parse_datetime(last_calc.get("completed_at"))
+        incar = _calc_incar(last_input) or _calc_incar(doc_input)
+        tasks.append(
+            Task(
+                external_id=external_id,
+                fidelity=classification.fidelity,
+                run_type=classification.run_type,
+                task_type=classification.task_type,  # type: ignore[arg-type]
+                frames=frames,
+                input_parameters=_json_safe(incar),
+                hubbards=classification.hubbards,
+                source_run_type=None if label in (None, "") else str(getattr(label, "value", label)),
+                code_version=last_calc.get("vasp_version") or doc.get("vasp_version"),
+                completed_at=completed,
+            )
+        )
+    tasks.sort(key=lambda t: t.external_id != task_id)  # the task itself first
+    first_frames = next((t.frames for t in tasks if t.frames), None)
+    if not first_frames:
+        raise RecordError(f"task {task_id} has no ionic steps: no frames to read")
+    material = Material.from_atomic_numbers(mid, first_frames[0].atomic_numbers)
+    return Bundle(material=material, location=location, tasks=tasks, raw=RawDocument.from_json(doc, location))
+
+
+# --------------------------------------------------------------------------- thermo documents
+
+
+def _entry_fidelity(key: str, entry: Mapping[str, Any]) -> str:
+    parameters = _mapping(entry.get("parameters"))
+    data = _mapping(entry.get("data"))
+    label = str(parameters.get("run_type") or data.get("run_type") or key or "")
+    base = label[:-2] if label.endswith("+U") else label
+    hubbards = _hubbard_map(parameters.get("hubbards"))
+    if hubbards is not None:  # U = 0 everywhere is plain GGA, as in classify_incar
+        plus_u = any(value != 0 for value in hubbards.values())
+    elif "is_hubbard" in parameters:
+        plus_u = bool(parameters["is_hubbard"])
+    else:
+        plus_u = label.endswith("+U")
+    name = f"{base}+U" if plus_u else base
+    try:
+        return fidelity_from_label(name)
+    except RecordError:
+        return name  # refused by validate_reference as an unknown fidelity
+
+
+def _entry_n_atoms(entry: Mapping[str, Any]) -> int:
+    structure = _mapping(entry.get("structure"))
+    if structure.get("sites"):
+        return len(structure["sites"])
+    composition = _mapping(entry.get("composition"))
+    total = sum(float(v) for v in composition.values())
+    if total <= 0:
+        raise RecordError("entry has no composition")
+    return int(round(total))
+
+
+def _entry_correction(entry: Mapping[str, Any]) -> float:
+    if entry.get("correction") is not None:
+        return float(entry["correction"])
+    adjustments = _json_like(entry.get("energy_adjustments")) or []
+    total = 0.0
+    for adjustment in adjustments:
+        adjustment = _mapping(adjustment)
+        if "value" in adjustment:
+            total += float(adjustment["value"])
+        elif "adj_per_atom" in adjustment:
+            total += float(adjustment["adj_per_atom"]) * float(adjustment.get("n_atoms", 0))
+    return total
+
+
+def thermo_document_to_references(doc: Mapping) -> list[ReferenceEntry]:
+    """Reference entries of an MP thermo document (none for the mixed ``GGA_GGA+U_R2SCAN`` type).
+
+    ``energy_per_atom`` is the entry's uncorrected energy per atom; the corrected one
+    includes the document's correction scheme (``thermo_type``), which is kept as
+    ``correction_scheme``. Raises :class:`RecordError` when an entry has no energy.
+    """
+    doc = _mapping(doc)
+    thermo_type = str(getattr(doc.get("thermo_type"), "value", doc.get("thermo_type")) or "")
+    if thermo_type.upper() == MIXED_THERMO_TYPE:
+        return []
+    entries = _mapping(doc.get("entries"))
+    energy_type = doc.get("energy_type")
+    references: list[ReferenceEntry] = []
+    for key, raw_entry in entries.items():
+        entry = _mapping(raw_entry)
+        if not entry:
+            continue
+        if entry.get("energy") is None:
+            raise RecordError(f"thermo entry {key} has no energy")
+        n_atoms = _entry_n_atoms(entry)
+        energy = float(entry["energy"])  # pymatgen's entry dict stores the uncorrected energy
+        correction = _entry_correction(entry)
+        primary = key == energy_type or len(entries) == 1
+        data = _mapping(entry.get("data"))
+        structure = _json_like(entry.get("structure"))
+        references.append(
+            ReferenceEntry(
+                fidelity=_entry_fidelity(str(key), entry),
+                energy_per_atom=energy / n_atoms,
+                corrected_energy_per_atom=(energy + correction) / n_atoms,
+                formation_energy_per_atom=_optional_float(doc.get("formation_energy_per_atom")) if primary else None,
+                energy_above_hull=_optional_float(doc.get("energy_above_hull")) if primary else None,
+                n_atoms=n_atoms,
+                structure=_json_safe(structure) if isinstance(structure, Mapping) else None,
+                entry_id=None if entry.get("entry_id") is None else str(entry["entry_id"]),
+                task_external_id=None if data.get("task_id") is None else format_mp_id(data["task_id"]),
+                correction_scheme=thermo_type or None,
+            )
+        )
+    return references
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)  # validate_reference refuses non-finite values
+
+
+def _material_of_thermo(material_id: str, docs: Sequence[Mapping[str, Any]]) -> Material:
+    for doc in docs:
+        for entry in _mapping(doc.get("entries")).values():
+            structure = _mapping(_mapping(entry).get("structure"))
+            if structure.get("sites"):
+                _, numbers, _, _ = _structure_arrays(structure)
+                return Material.from_atomic_numbers(material_id, numbers)
+    for doc in docs:
+        formula = doc.get("formula_pretty")
+        if formula:
+            return material_from_formula(material_id, str(formula))
+    raise RecordError(f"thermo document of {material_id} has neither a structure nor a formula")
+
+
+def material_from_formula(material_id: str, formula: str) -> Material:
+    from pymatgen.core import Composition
+
+    composition = Composition(formula)
+    return Material(
+        external_id=format_mp_id(material_id),
+        formula=composition.reduced_formula,
+        elements=tuple(sorted(str(e) for e in composition.elements)),
+    )
+
+
+def thermo_documents_to_bundle(
+    docs: Sequence[Mapping], location: str, *, material_id: str | None = None, material: Material | None = None
+) -> Bundle | Refusal | None:
+    """Thermo documents of one material → a bundle of its reference entries (None when there are none)."""
+    plain = [_mapping(d) for d in docs]
+    try:
+        mid = material_id or next((d.get("material_id") for d in plain if d.get("material_id")), None)
+        if not mid:
+            raise RecordError("thermo document has no material_id")
+        mid = format_mp_id(mid)
+        references = [ref for doc in plain for ref in thermo_document_to_references(doc)]
+        if not references:
+            return None
+        material = material or _material_of_thermo(mid, plain)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        return _refuse(location, f"thermo document: {exc}", list(docs))
+    raw = RawDocument.from_json(list(docs) if len(docs) > 1 else docs[0], location)
+    return Bundle(material=material, location=location, references=references, raw=raw)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _load_file(path: Path) -> Any:
+    content = path.read_bytes()
+    if content[:2] == b"\x1f\x8b":
+        content = gzip.decompress(content)
+    return json.loads(content)
+
+
+def _snippet(path: Path) -> str | None:
+    try:
+        text = path.read_bytes()[:_SNIPPET_CHARS].decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text
+
+
+def _documents(payload: Any) -> list[Any]:
+    if isinstance(payload, list):
+        return payload
+    if isinstance(payload, Mapping) and isinstance(payload.get("data"), list) and "task_id" not in payload:
+        return payload["data"]  # a saved API response {"data": [...], "meta": {...}}
+    return [payload]
+
+
+def _document_name(doc: Mapping[str, Any], index: int) -> str:
+    if doc.get("thermo_type") is not None and doc.get("material_id"):
+        thermo_type = getattr(doc["thermo_type"], "value", doc["thermo_type"])
+        return f"{format_mp_id(doc['material_id'])}:{thermo_type}"
+    if doc.get("task_id"):
+        return format_mp_id(doc["task_id"])
+    return str(index)
+
+
+def read_mp_docs(paths: Sequence[Path]) -> Iterator[Bundle | Refusal]:
+    """Bundles and refusals from files of MP task (and thermo) documents.
+
+    Each file is JSON or gzip-compressed JSON (recognised by content, not by name)
+    holding one document, a list of documents or a saved API response
+    (``{"data": [...]}``), as written by ``monty.serialization.dumpfn`` or plain
+    ``json``. A file that cannot be read or parsed gives one refusal located at the
+    file; the other files are read. Locations are ``<file>#<task id>``.
+    """
+    for path in paths:
+        path = Path(path)
+        try:
+            payload = _load_file(path)
+        except (OSError, EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError, ValueError) as exc:
+            yield Refusal(str(path), f"cannot read {path.name}: {type(exc).__name__}: {exc}", raw_text=_snippet(path))
+            continue
+        for index, doc in enumerate(_documents(payload)):
+            if not isinstance(doc, Mapping):
+                yield Refusal(f"{path}#{index}", f"not an MP document (a JSON {type(doc).__name__}, not an object)")
+                continue
+            location = f"{path}#{_document_name(doc, index)}"
+            if doc.get("thermo_type") is not None and "entries" in doc:
+                thermo_type = str(getattr(doc["thermo_type"], "value", doc["thermo_type"]))
+                if thermo_type.upper() == MIXED_THERMO_TYPE:
+                    yield Refusal(
+                        location,
+                        f"thermo type {thermo_type} is not read: its entries are those of the GGA_GGA+U "
+                        "and R2SCAN thermo documents, with the mixing-scheme corrections",
+                    )
+                    continue
+                record = thermo_documents_to_bundle([doc], location)
+                yield record if record is not None else Refusal(location, "thermo document has no entries")
+            elif "task_id" in doc or "calcs_reversed" in doc:
+                yield task_document_to_bundle(doc, location)
+            else:
+                yield Refusal(location, "not an MP task or thermo document (no task_id, calcs_reversed or entries)")
