@@ -58,3 +58,34 @@ def test_clean_input_exits_zero_and_missing_api_key_is_one_clear_error(invoke, t
     assert invoke("ingest", "vasp", str(tmp_path / "ok")).exit_code == 0
     result = invoke("ingest", "mp", "--material-ids", "mp-149")
     assert result.exit_code != 0 and "MP_API_KEY is not set" in str(result.exception)
+
+
+def test_bad_records_in_an_mptrj_file_land_in_quarantine_and_the_good_ones_in_the_tables(
+    invoke, database_url, tmp_path
+):
+    from test_sources_files import bad_mptrj_frames, mptrj_frame, write_json
+
+    document = {"mp-1": {"mp-1-0-0": mptrj_frame(["Si", "Si"], -10.0, e_relaxed=-5.25)}}
+    for frame_id, frame in bad_mptrj_frames().items():
+        mp_id = frame_id.rsplit("-", 2)[0]
+        document[mp_id] = {frame_id: frame, f"{mp_id}-0-1": mptrj_frame(["Si", "Si"], -10.1, e_relaxed=-5.3)}
+    document["mp-2"] = "not an object"
+    path = write_json(tmp_path / "mixed.json.gz", document, gz=True)
+
+    result = invoke("ingest", "mptrj", str(path), "--fidelity", "GGA")
+    assert result.exit_code == 3, result.output
+    with psycopg.connect(database_url) as conn:
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM quarantine ORDER BY location")]
+        frames = conn.execute("SELECT count(*) FROM frames").fetchone()[0]
+        energy, stress = conn.execute(
+            "SELECT f.energy, f.stress FROM frames f JOIN tasks t ON t.id = f.task_id "
+            "WHERE t.external_id = 'mptrj:mp-1'"
+        ).fetchone()
+    assert len(reasons) == 8 and len(set(reasons)) == 8  # seven bad frames and one bad material, all distinct
+    assert frames == 1 + 7  # the good frame of mp-1 and the good neighbour of every bad frame
+    assert energy == -10.0
+    assert np.allclose(np.reshape(stress, (3, 3)), [[-1.0, -0.1, 0.0], [-0.1, 2.0, 0.0], [0.0, 0.0, -0.5]])
+
+    assert invoke("ingest", "mptrj", str(path), "--fidelity", "GGA").exit_code == 3
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*), (SELECT count(*) FROM quarantine) FROM frames").fetchone() == (8, 8)
