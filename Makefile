@@ -19,10 +19,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## demo: bring up the embedded database, migrate it and show its status
+DEMO_MATERIALS ?= 24
+
+## demo: embedded database, demo corpus generated (or reused) and ingested, then what is in the database
 demo: $(STAMP)
 	$(BIN)/crossfid db init
+	$(BIN)/crossfid ingest demo --materials $(DEMO_MATERIALS)
 	$(BIN)/crossfid db status
+	$(BIN)/crossfid sql "SELECT fidelity, count(DISTINCT material) AS materials, count(DISTINCT task) AS tasks, \
+	    count(*) AS frames, round(avg(n_atoms), 1) AS mean_atoms FROM v_frames GROUP BY fidelity ORDER BY fidelity"
 
 ## test: the test suite against real PostgreSQL (embedded; plus CROSSFID_TEST_DATABASE_URL if set)
 test: $(STAMP)
@@ -34,6 +39,7 @@ lint: $(STAMP)
 
 perf: $(STAMP)
 	$(BIN)/python perf/bulk_insert.py
+	$(BIN)/python perf/ingest.py
 
 clean-venv:
 	rm -rf $(VENV)
