@@ -77,7 +77,9 @@ def finite_array(column: str) -> str:
     return f"{column} IS NULL OR crossfid_all_finite({column})"
 
 
-HEX64 = "~ '^[0-9a-f]{64}$'"
+def hex64(column: str) -> str:
+    """SQL that is true for a lower-case hex SHA-256 (cheaper per row than a regular expression)."""
+    return f"length({column}) = 64 AND ltrim({column}, '0123456789abcdef') = ''"
 
 
 class Base(DeclarativeBase):
@@ -161,7 +163,7 @@ class RawDocument(Base):
     created_at: Mapped[dt.datetime] = created_at()
 
     __table_args__ = (
-        CheckConstraint(f"sha256 {HEX64}", name="sha256_hex"),
+        CheckConstraint(hex64("sha256"), name="sha256_hex"),
         CheckConstraint("compression IN ('gzip', 'none')", name="compression"),
         CheckConstraint("size_bytes >= 0", name="size_non_negative"),
     )
@@ -275,7 +277,7 @@ class Frame(Base):
         CheckConstraint(
             "n_electronic_steps IS NULL OR n_electronic_steps >= 0", name="n_electronic_steps_non_negative"
         ),
-        CheckConstraint(f"content_hash {HEX64}", name="content_hash_hex"),
+        CheckConstraint(hex64("content_hash"), name="content_hash_hex"),
     )
 
 
@@ -327,7 +329,7 @@ class Quarantine(Base):
 
     __table_args__ = (
         CheckConstraint("reason <> ''", name="reason_not_empty"),
-        CheckConstraint(f"fingerprint {HEX64}", name="fingerprint_hex"),
+        CheckConstraint(hex64("fingerprint"), name="fingerprint_hex"),
     )
 
 
