@@ -35,24 +35,17 @@ FUNCTIONS = {
                  - m[2] * (m[4] * m[9] - m[6] * m[7])
                  + m[3] * (m[4] * m[8] - m[5] * m[7]))
     """,
-    # plpgsql: about 5x faster per row than a SQL subquery over generate_series
+    # plpgsql with one statement per atom: several times faster per row than a SQL
+    # subquery over generate_series, which cannot be inlined
     "crossfid_max_force(double precision[])": """
         CREATE FUNCTION crossfid_max_force(f double precision[]) RETURNS double precision
         LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
         DECLARE
             largest double precision := 0;
-            norm2 double precision := 0;
-            x double precision;
-            k integer := 0;
+            i integer;
         BEGIN
-            FOREACH x IN ARRAY f LOOP
-                norm2 := norm2 + x * x;
-                k := k + 1;
-                IF k = 3 THEN
-                    IF norm2 > largest THEN largest := norm2; END IF;
-                    norm2 := 0;
-                    k := 0;
-                END IF;
+            FOR i IN 1 .. cardinality(f) - 2 BY 3 LOOP
+                largest := greatest(largest, f[i] * f[i] + f[i + 1] * f[i + 1] + f[i + 2] * f[i + 2]);
             END LOOP;
             RETURN sqrt(largest);
         END
