@@ -56,10 +56,15 @@ class FrameBlock:
 
 
 def _stack(frames: Sequence[Frame], name: str, shape: tuple[int, ...], convert=None) -> tuple[np.ndarray, np.ndarray]:
-    present = np.array([getattr(f, name) is not None for f in frames])
+    values = [getattr(f, name) for f in frames]
+    present = np.array([v is not None for v in values])
+    if present.all() and convert is None:
+        out = np.asarray(values, dtype=float)
+        if out.shape != (len(frames), *shape):
+            raise ValueError(name)
+        return out, present
     out = np.full((len(frames), *shape), np.nan)
-    for i, frame in enumerate(frames):
-        value = getattr(frame, name)
+    for i, value in enumerate(values):
         if value is not None:
             value = convert(value) if convert else np.asarray(value, dtype=float)
             if value.shape != shape:
@@ -139,35 +144,58 @@ def frame_block(frames: Sequence[Frame]) -> FrameBlock | None:
 
 
 def _hashes(block: FrameBlock) -> list[str]:
-    """The same digests as :meth:`Frame.content_hash`, from stacked little-endian bytes."""
-    f = block.n_frames
-    pieces = {
-        "numbers": block.atomic_numbers.astype("<i2").reshape(f, -1),
-        "lattice": block.lattice.astype("<f8").reshape(f, -1),
-        "frac_coords": block.frac_coords.astype("<f8").reshape(f, -1),
-        "forces": block.forces.astype("<f8").reshape(f, -1),
-        "stress": block.stress.astype("<f8").reshape(f, -1),
-        "magmoms": block.magmoms.astype("<f8").reshape(f, -1),
-        "energy": block.energy.astype("<f8").reshape(f, -1),
-        "corrected_energy": block.corrected_energy.astype("<f8").reshape(f, -1),
-    }
-    raw = {name: (array.tobytes(), array.shape[1] * array.itemsize) for name, array in pieces.items()}
-    present = block.present
-    out = []
-    for i in range(f):
-        h = hashlib.sha256(_PREFIX)
-        data, size = raw["numbers"]
-        h.update(data[i * size : (i + 1) * size])
-        for name in ("lattice", "frac_coords", "forces", "stress", "magmoms", "energy", "corrected_energy"):
-            h.update(name.encode())
-            if name in ("lattice", "frac_coords") or present[name][i]:
-                data, size = raw[name]
-                h.update(data[i * size : (i + 1) * size])
-        nes = int(block.n_electronic_steps[i]) if present["n_electronic_steps"][i] else None
-        conv = bool(block.scf_converged[i]) if present["scf_converged"][i] else None
-        h.update(f"{nes}|{conv}".encode())
-        out.append(h.hexdigest())
+    """The same digests as :meth:`Frame.content_hash`, one SHA-256 call per frame.
+
+    The hashed byte string of a frame is laid out as a numpy structured record
+    (prefix, atomic numbers, then each label's name followed by its little-endian
+    values when present), so all frames sharing the same missing labels are
+    serialised at once.
+    """
+    f, n = block.n_frames, block.n_atoms
+    labels = (
+        ("lattice", block.lattice, 9),
+        ("frac_coords", block.frac_coords, 3 * n),
+        ("forces", block.forces, 3 * n),
+        ("stress", block.stress, 9),
+        ("magmoms", block.magmoms, n),
+        ("energy", block.energy, 1),
+        ("corrected_energy", block.corrected_energy, 1),
+    )
+    always = {"lattice", "frac_coords"}
+    optional = [name for name, _, _ in labels if name not in always]
+    pattern = np.stack([block.present[name] for name in optional], axis=1)
+    out: list[str] = [""] * f
+    for key in _patterns(pattern):
+        index = np.flatnonzero((pattern == key).all(axis=1))
+        present = dict(zip(optional, (bool(k) for k in key), strict=True))
+        fields = [("prefix", f"S{len(_PREFIX)}"), ("numbers", "<i2", (n,))]
+        for name, _, size in labels:
+            fields.append((f"{name}_tag", f"S{len(name)}"))
+            if name in always or present[name]:
+                fields.append((name, "<f8", (size,)))
+        records = np.zeros(len(index), dtype=np.dtype(fields))
+        records["prefix"] = _PREFIX
+        records["numbers"] = block.atomic_numbers[index]
+        for name, values, size in labels:
+            records[f"{name}_tag"] = name.encode()
+            if name in always or present[name]:
+                records[name] = values[index].reshape(len(index), size)
+        data = records.tobytes()
+        width = records.dtype.itemsize
+        for row, i in enumerate(index):
+            h = hashlib.sha256(data[row * width : (row + 1) * width])
+            nes = int(block.n_electronic_steps[i]) if block.present["n_electronic_steps"][i] else None
+            conv = bool(block.scf_converged[i]) if block.present["scf_converged"][i] else None
+            h.update(f"{nes}|{conv}".encode())
+            out[i] = h.hexdigest()
     return out
+
+
+def _patterns(pattern: np.ndarray) -> np.ndarray:
+    """Distinct rows of a boolean matrix (fast when all rows are equal, the common case)."""
+    if (pattern == pattern[0]).all():
+        return pattern[:1]
+    return np.unique(pattern, axis=0)
 
 
 # --------------------------------------------------------------------------- binary COPY encoding
@@ -219,7 +247,7 @@ def encode_block(block: FrameBlock, task_id: int) -> bytes:
     n = block.n_atoms
     pattern = np.stack([block.present[name] for name in _OPTIONAL], axis=1)
     chunks = []
-    for key in np.unique(pattern, axis=0):
+    for key in _patterns(pattern):
         index = np.flatnonzero((pattern == key).all(axis=1))
         present = dict(zip(_OPTIONAL, (bool(k) for k in key), strict=True))
         rows = np.zeros(len(index), dtype=_row_dtype(n, present))
