@@ -24,7 +24,7 @@ DEMO_MATERIALS ?= 24
 ## demo: embedded database, demo corpus generated (or reused) and ingested, then what is in the database
 demo: $(STAMP)
 	$(BIN)/crossfid db init
-	$(BIN)/crossfid ingest demo --materials $(DEMO_MATERIALS)
+	$(BIN)/crossfid ingest demo --materials $(DEMO_MATERIALS) --workers 2
 	$(BIN)/crossfid db status
 	$(BIN)/crossfid sql "SELECT fidelity, count(DISTINCT material) AS materials, count(DISTINCT task) AS tasks, \
 	    count(*) AS frames, round(avg(n_atoms), 1) AS mean_atoms FROM v_frames GROUP BY fidelity ORDER BY fidelity"
