@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
@@ -38,13 +41,13 @@ from crossfid.db.bulk import copy_encoded, copy_insert
 from crossfid.db.models import Frame as FrameRow
 from crossfid.db.models import IngestRun, Source
 from crossfid.ingest.columnar import FrameBlock, encode_block, frame_block
-from crossfid.ingest.records import Bundle, Record, Refusal, jsonable, validate_bundle
+from crossfid.ingest.records import Bundle, RawDocument, Record, Refusal, jsonable, validate_bundle
 
 log = logging.getLogger(__name__)
 
 #: a batch is written when it holds this many frames (or BATCH_RECORDS records)
-BATCH_FRAMES = 20_000
-BATCH_RECORDS = 2_000
+BATCH_FRAMES = 5_000
+BATCH_RECORDS = 1_000
 
 FRAME_COLUMNS = (
     "task_id",
@@ -85,6 +88,8 @@ class IngestSummary:
         return self.tasks_already_present + self.references_already_present
 
     def add(self, other: _BatchCounts) -> None:
+        for reason, count in other.reasons.items():
+            self.quarantine_reasons[reason] = self.quarantine_reasons.get(reason, 0) + count
         self.tasks_added += other.tasks_added
         self.frames_added += other.frames_added
         self.references_added += other.references_added
@@ -103,6 +108,16 @@ class _BatchCounts:
     tasks_already_present: int = 0
     references_already_present: int = 0
     quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def __iadd__(self, other: _BatchCounts) -> _BatchCounts:
+        for name, value in vars(other).items():
+            if name == "reasons":
+                for reason, count in value.items():
+                    self.reasons[reason] = self.reasons.get(reason, 0) + count
+            else:
+                setattr(self, name, getattr(self, name) + value)
+        return self
 
 
 ProgressCallback = Callable[[IngestSummary], None]
@@ -119,6 +134,7 @@ def ingest(
     progress: ProgressCallback | None = None,
     batch_frames: int = BATCH_FRAMES,
     batch_records: int = BATCH_RECORDS,
+    writers: int = 2,
 ) -> IngestSummary:
     """Load ``records`` from one source; return the summary.
 
@@ -129,13 +145,33 @@ def ingest(
     source_id = _ensure_source(engine, source_name, source_kind, description)
     run_id = _start_run(engine, source_id, arguments or {})
     summary = IngestSummary(ingest_run_id=run_id, source=source_name)
+
+    def collect(batch: list[Record], written: Future[_BatchCounts]) -> None:
+        summary.records += len(batch)
+        summary.add(written.result())
+        if progress is not None:
+            progress(summary)
+
     try:
-        for batch in _batches(records, batch_frames, batch_records):
-            summary.records += len(batch)
-            counts = _write_batch_safely(engine, source_id, run_id, batch, summary)
-            summary.add(counts)
-            if progress is not None:
-                progress(summary)
+        # Batch k+1 is validated, hashed and compressed in a helper thread (numpy, hashlib and
+        # zlib work mostly outside the GIL) while earlier batches are written by `writers`
+        # threads, each in its own connection and transaction. Every batch holds whole tasks,
+        # so concurrent transactions never split a task; rows are inserted in key order, so
+        # they cannot deadlock on each other's unique keys.
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossfid-prepare") as preparer,
+            ThreadPoolExecutor(max_workers=writers, thread_name_prefix="crossfid-write") as writer,
+        ):
+            in_flight: deque[tuple[list[Record], Future[_BatchCounts]]] = deque()
+            for batch in _batches(records, batch_frames, batch_records):
+                prepared = preparer.submit(_prepare, batch)
+                in_flight.append(
+                    (batch, writer.submit(_write_batch_safely, engine, source_id, run_id, source_name, batch, prepared))
+                )
+                while len(in_flight) > writers:
+                    collect(*in_flight.popleft())
+            while in_flight:
+                collect(*in_flight.popleft())
     except BaseException as exc:
         _finish_run(engine, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
@@ -160,28 +196,42 @@ def _batches(records: Iterable[Record], max_frames: int, max_records: int) -> It
         yield batch
 
 
+#: errors after which the same batch is simply tried again
+_TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
 def _write_batch_safely(
-    engine: Engine, source_id: int, run_id: int, batch: list[Record], summary: IngestSummary
+    engine: Engine,
+    source_id: int,
+    run_id: int,
+    source_name: str,
+    batch: list[Record],
+    prepared: _Prepared | Future[_Prepared],
 ) -> _BatchCounts:
     """Write a batch in one transaction; on a database error, retry record by record."""
-    try:
-        with engine.begin() as conn:
-            return _write_batch(conn, source_id, run_id, batch, summary)
-    except DBAPIError as exc:
-        if len(batch) == 1:
-            record = batch[0]
-            location = record.location
-            reason = f"database refused the record: {_db_message(exc)}"
-            log.warning("quarantining %s: %s", location, reason)
-            refusal = Refusal(location, reason, raw_document=_describe(record))
+    if isinstance(prepared, Future):
+        prepared = prepared.result()
+    for attempt in range(3):
+        try:
             with engine.begin() as conn:
-                return _write_batch(conn, source_id, run_id, [refusal], summary)
-        total = _BatchCounts()
-        for record in batch:
-            counts = _write_batch_safely(engine, source_id, run_id, [record], summary)
-            for name in vars(total):
-                setattr(total, name, getattr(total, name) + getattr(counts, name))
-        return total
+                return _write_batch(conn, source_id, run_id, prepared, source_name)
+        except DBAPIError as exc:
+            if isinstance(exc.orig, _TRANSIENT) and attempt < 2:
+                log.info("retrying a batch after %s", type(exc.orig).__name__)
+                continue
+            error = exc
+            break
+    if len(batch) == 1:
+        record = batch[0]
+        reason = f"database refused the record: {_db_message(error)}"
+        log.warning("quarantining %s: %s", record.location, reason)
+        refusal = Refusal(record.location, reason, raw_document=_describe(record))
+        with engine.begin() as conn:
+            return _write_batch(conn, source_id, run_id, _prepare([refusal]), source_name)
+    total = _BatchCounts()
+    for record in batch:
+        total += _write_batch_safely(engine, source_id, run_id, source_name, [record], _prepare([record]))
+    return total
 
 
 def _db_message(exc: DBAPIError) -> str:
@@ -201,34 +251,47 @@ def _describe(record: Record) -> Any:
 # --------------------------------------------------------------------------- one batch
 
 
-def _write_batch(
-    conn: Connection, source_id: int, run_id: int, batch: list[Record], summary: IngestSummary
-) -> _BatchCounts:
-    counts = _BatchCounts()
-    bundles: list[Bundle] = []
-    refusals: list[Refusal] = []
-    blocks: dict[tuple[str, str], FrameBlock] = {}  # (material, task) → columnar frames
+@dataclass
+class _Prepared:
+    """A batch after the CPU work: valid bundles, refusals, columnar frames, compressed raw documents."""
+
+    bundles: list[Bundle]
+    refusals: list[Refusal]
+    blocks: dict[tuple[str, str], FrameBlock]  # (material, task) → columnar frames
+    raw: dict[str, tuple[RawDocument, bytes]]  # sha256 → (document, gzip bytes)
+
+
+def _prepare(batch: list[Record]) -> _Prepared:
+    """Validate, stack, hash and compress a batch (pure; runs in the prefetch thread)."""
+    prepared = _Prepared(bundles=[], refusals=[], blocks={}, raw={})
     for record in batch:
         if isinstance(record, Refusal):
-            refusals.append(record)
+            prepared.refusals.append(record)
             continue
         checked = set()
         for task in record.tasks:
             block = frame_block(task.frames)
             if block is not None:
-                blocks[record.material.external_id, task.external_id] = block
+                prepared.blocks[record.material.external_id, task.external_id] = block
                 checked.add(task.external_id)
         cleaned, refused = validate_bundle(record, checked_frames=frozenset(checked))
-        refusals.extend(refused)
+        prepared.refusals.extend(refused)
         if cleaned is not None:
-            bundles.append(cleaned)
+            prepared.bundles.append(cleaned)
+            if cleaned.raw is not None and cleaned.raw.sha256 not in prepared.raw:
+                prepared.raw[cleaned.raw.sha256] = (cleaned.raw, cleaned.raw.compressed())
+    return prepared
 
-    raw_ids = _write_raw_documents(conn, source_id, run_id, bundles, counts)
+
+def _write_batch(conn: Connection, source_id: int, run_id: int, prepared: _Prepared, source_name: str) -> _BatchCounts:
+    counts = _BatchCounts()
+    bundles, refusals, blocks = prepared.bundles, prepared.refusals, prepared.blocks
+    raw_ids = _write_raw_documents(conn, source_id, run_id, prepared.raw, counts)
     material_ids = _write_materials(conn, bundles)
     new_tasks = _write_tasks(conn, source_id, run_id, bundles, raw_ids, material_ids, counts)
     _write_frames(conn, new_tasks, blocks, counts)
     _write_references(conn, source_id, run_id, bundles, material_ids, counts)
-    _write_quarantine(conn, source_id, run_id, refusals, counts, summary)
+    _write_quarantine(conn, source_id, run_id, refusals, counts, source_name)
     conn.execute(
         update(IngestRun)
         .where(IngestRun.id == run_id)
@@ -246,14 +309,13 @@ def _write_batch(
 
 
 def _write_raw_documents(
-    conn: Connection, source_id: int, run_id: int, bundles: list[Bundle], counts: _BatchCounts
+    conn: Connection, source_id: int, run_id: int, docs: dict[str, tuple[RawDocument, bytes]], counts: _BatchCounts
 ) -> dict[str, int]:
-    docs = {b.raw.sha256: b.raw for b in bundles if b.raw is not None}
     if not docs:
         return {}
     rows = (
-        (sha, source_id, run_id, doc.format, "gzip", len(doc.content), doc.compressed(), doc.location)
-        for sha, doc in docs.items()
+        (sha, source_id, run_id, doc.format, "gzip", len(doc.content), compressed, doc.location)
+        for sha, (doc, compressed) in sorted(docs.items())
     )
     columns = ["sha256", "source_id", "ingest_run_id", "format", "compression", "size_bytes", "content", "location"]
     result = copy_insert(conn, "raw_documents", rows, columns, conflict_columns=["sha256"])
@@ -268,7 +330,7 @@ def _write_materials(conn: Connection, bundles: list[Bundle]) -> dict[str, int]:
     materials = {b.material.external_id: b.material for b in bundles}
     if not materials:
         return {}
-    rows = ((m.external_id, m.formula, m.chemsys, list(m.elements)) for m in materials.values())
+    rows = ((m.external_id, m.formula, m.chemsys, list(m.elements)) for _, m in sorted(materials.items()))
     copy_insert(
         conn, "materials", rows, ["external_id", "formula", "chemsys", "elements"], conflict_columns=["external_id"]
     )
@@ -298,7 +360,7 @@ def _write_tasks(
     if not first:
         return []
     rows = []
-    for external_id, (bundle, task) in first.items():
+    for external_id, (bundle, task) in sorted(first.items()):
         rows.append(
             (
                 material_ids[bundle.material.external_id],
@@ -448,7 +510,7 @@ def _write_references(
             jsonable(entry.structure) if entry.structure is not None else None,
             entry.correction_scheme,
         )
-        for (material, _), entry in entries.items()
+        for (material, _), entry in sorted(entries.items(), key=lambda kv: (material_ids[kv[0][0]], kv[0][1]))
     )
     columns = [
         "material_id",
@@ -476,22 +538,20 @@ def _write_quarantine(
     run_id: int,
     refusals: list[Refusal],
     counts: _BatchCounts,
-    summary: IngestSummary,
+    source_name: str,
 ) -> None:
     if not refusals:
         return
-    source_name = summary.source
     rows = {}
     for refusal in refusals:
         fingerprint = refusal.fingerprint(source_name)
         raw_text = refusal.raw_text.replace("\x00", "") if refusal.raw_text else refusal.raw_text
         raw_document = jsonable(refusal.raw_document) if refusal.raw_document is not None else None
         rows[fingerprint] = (source_id, run_id, refusal.location, refusal.reason, raw_text, raw_document, fingerprint)
+        counts.reasons[refusal.reason] = counts.reasons.get(refusal.reason, 0) + 1
     columns = ["source_id", "ingest_run_id", "location", "reason", "raw_text", "raw_document", "fingerprint"]
-    copy_insert(conn, "quarantine", rows.values(), columns, conflict_columns=["fingerprint"])
+    copy_insert(conn, "quarantine", [rows[k] for k in sorted(rows)], columns, conflict_columns=["fingerprint"])
     counts.quarantined += len(refusals)
-    for refusal in refusals:
-        summary.quarantine_reasons[refusal.reason] = summary.quarantine_reasons.get(refusal.reason, 0) + 1
 
 
 # --------------------------------------------------------------------------- run bookkeeping
