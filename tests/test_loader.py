@@ -193,3 +193,18 @@ def test_columnar_fast_path_stores_exactly_what_the_per_frame_path_stores(engine
             for task in ("task-1", "task-2")
         }
     assert len(rows["task-1"]) == 6 and rows["task-1"] == rows["task-2"]
+
+
+def test_concurrent_writers_share_materials_without_losing_anything(engine):
+    """Batches written in parallel transactions may insert the same material at the same time."""
+    bundles = []
+    for i in range(40):
+        b = synthetic.bundle(i, n_frames=2)
+        b.material = replace(b.material, external_id=f"mp-shared-{i % 5}")
+        b.references = []
+        bundles.append(b)
+    summary = ingest(engine, "synthetic", "test", bundles, batch_records=1, writers=2)
+    assert (summary.tasks_added, summary.frames_added, summary.quarantined) == (40, 80, 0)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM materials")).scalar_one() == 5
+        assert conn.execute(text("SELECT count(DISTINCT material_id) FROM tasks")).scalar_one() == 5
