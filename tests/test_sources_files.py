@@ -637,7 +637,7 @@ def test_extxyz_bad_frames(tmp_path: Path) -> None:
 @pytest.mark.parametrize("indent", [None, 0, 3])
 def test_non_finite_tokens_survive_any_chunking(tmp_path: Path, monkeypatch, chunk: int, indent: int | None) -> None:
     """Bare NaN/Infinity tokens are parsed wherever the read boundaries fall; strings are untouched."""
-    from crossfid.ingest import mptrj
+    from crossfid.ingest import sourceio as mptrj
 
     monkeypatch.setattr(mptrj, "_CHUNK", chunk)
     rng = np.random.default_rng(chunk)
@@ -664,7 +664,7 @@ def test_non_finite_tokens_survive_any_chunking(tmp_path: Path, monkeypatch, chu
 
 def test_non_finite_token_inside_a_string_fails_loudly(tmp_path: Path) -> None:
     """The documented limit of the token quoting: a string holding e.g. "[NaN]" is refused, never altered."""
-    from crossfid.ingest import mptrj
+    from crossfid.ingest import sourceio as mptrj
 
     path = tmp_path / "odd.json"
     path.write_text(json.dumps({"a": {"x": float("nan")}, "b": {"label": "odd [NaN] text"}}))

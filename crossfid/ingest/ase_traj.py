@@ -63,7 +63,6 @@ import numpy as np
 
 from crossfid.db.vocabulary import FIDELITY_NAMES, TASK_TYPES
 from crossfid.ingest.matpes import fidelity_from_functional, run_type_for_fidelity
-from crossfid.ingest.mptrj import open_decompressed, reduced_composition, stream_problem
 from crossfid.ingest.records import (
     Bundle,
     Frame,
@@ -77,6 +76,7 @@ from crossfid.ingest.records import (
     stress_from_vasp_kbar,
     to_3x3,
 )
+from crossfid.ingest.sourceio import open_decompressed, reduced_composition, stream_problem
 
 __all__ = ["EV_PER_A3_TO_GPA", "StressConvention", "read_ase_trajectory"]
 

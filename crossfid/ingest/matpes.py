@@ -47,16 +47,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crossfid.db.vocabulary import FIDELITY_NAMES
-from crossfid.ingest.mptrj import (
-    first_json_byte,
-    is_missing,
-    iter_json_stream,
-    open_decompressed,
-    stream_problem,
-    structure_arrays,
-    to_array,
-    to_float,
-)
 from crossfid.ingest.records import (
     Bundle,
     Frame,
@@ -68,6 +58,16 @@ from crossfid.ingest.records import (
     Task,
     stress_from_vasp_kbar,
     to_3x3,
+)
+from crossfid.ingest.sourceio import (
+    first_json_byte,
+    is_missing,
+    iter_json_stream,
+    open_decompressed,
+    stream_problem,
+    structure_arrays,
+    to_array,
+    to_float,
 )
 
 __all__ = ["StressUnit", "read_matpes", "fidelity_from_functional", "run_type_for_fidelity"]
