@@ -5,10 +5,18 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from crossfid.db import migrate
-from crossfid.db.models import CORE_TABLES, Base
+from crossfid.db.models import CORE_TABLES, CURATION_TABLES, Base
 from crossfid.db.vocabulary import FIDELITY_NAMES
 
-VIEWS = {"v_frames", "v_tasks", "v_materials"}
+VIEWS = {
+    "v_frames",
+    "v_tasks",
+    "v_materials",
+    "v_curation_summary",
+    "v_frame_decisions",
+    "v_datasets",
+    "v_split_summary",
+}
 
 
 def _schema_objects(engine):
@@ -16,9 +24,7 @@ def _schema_objects(engine):
         tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
         views = set(inspect(conn).get_view_names())
         functions = set(
-            conn.execute(
-                text("SELECT proname FROM pg_proc WHERE proname LIKE :p"), {"p": "crossfid%"}
-            ).scalars()
+            conn.execute(text("SELECT proname FROM pg_proc WHERE proname LIKE :p"), {"p": "crossfid%"}).scalars()
         )
     return tables, views, functions
 
@@ -28,7 +34,7 @@ def test_upgrade_downgrade_upgrade_on_empty_database(empty_engine):
     migrate.upgrade(empty_engine)
     assert migrate.current_revision(empty_engine) == migrate.head_revision()
     tables, views, functions = _schema_objects(empty_engine)
-    assert set(CORE_TABLES) <= tables
+    assert set(CORE_TABLES) | set(CURATION_TABLES) <= tables
     assert views >= VIEWS
     assert {"crossfid_all_finite", "crossfid_cell_volume", "crossfid_max_force"} <= functions
 
@@ -42,9 +48,7 @@ def test_upgrade_downgrade_upgrade_on_empty_database(empty_engine):
 
 def test_autogenerate_finds_no_difference_after_upgrade(engine):
     with engine.connect() as conn:
-        context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "compare_server_default": True}
-        )
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
         diff = compare_metadata(context, Base.metadata)
     assert diff == []
 

@@ -345,3 +345,160 @@ CORE_TABLES: tuple[str, ...] = (
     "reference_entries",
     "quarantine",
 )
+
+
+# --------------------------------------------------------------------------- curation and datasets (revision 0002)
+
+
+class CurationRun(Base):
+    """One application of the curation rules to the frames of some fidelities."""
+
+    __tablename__ = "curation_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    fidelities: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    selection: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    config_hash: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    dedupe: Mapped[str] = mapped_column(Text, nullable=False, server_default="fast")
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="running")
+    crossfid_version: Mapped[str] = mapped_column(Text, nullable=False)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    n_materials: Mapped[int | None] = mapped_column(Integer)
+    n_frames: Mapped[int | None] = mapped_column(Integer)
+    n_accepted: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("cardinality(fidelities) > 0", name="has_fidelities"),
+        CheckConstraint("status IN ('running', 'completed', 'failed')", name="status"),
+        CheckConstraint("dedupe IN ('fast', 'reference')", name="dedupe"),
+        CheckConstraint(hex64("config_hash"), name="config_hash_hex"),
+    )
+
+
+class FrameDecision(Base):
+    """The decision of a curation run on one frame: accepted, or rejected by a named rule (and why)."""
+
+    __tablename__ = "frame_decisions"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("curation_runs.id", ondelete="CASCADE"), primary_key=True)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True, index=True)
+    material_id: Mapped[int] = mapped_column(ForeignKey("materials.id", ondelete="CASCADE"), nullable=False)
+    accepted: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    rule: Mapped[str] = mapped_column(Text, nullable=False)
+    message: Mapped[str] = mapped_column(Text, nullable=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+
+    __table_args__ = (
+        Index("ix_frame_decisions_run_id_rule", "run_id", "rule"),
+        Index("ix_frame_decisions_run_id_material_id", "run_id", "material_id"),
+    )
+
+
+class Dataset(Base):
+    """An immutable, content-hashed dataset version made of the accepted frames of a curation run."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    fidelities: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    curation_run_id: Mapped[int] = mapped_column(ForeignKey("curation_runs.id"), nullable=False, index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    config_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    content_hash: Mapped[str | None] = mapped_column(Text, index=True)
+    n_frames: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    n_materials: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    n_elements: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    elements: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
+    frozen: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    created_at: Mapped[dt.datetime] = created_at()
+
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        CheckConstraint("version > 0", name="version_positive"),
+        CheckConstraint(f"content_hash IS NULL OR ({hex64('content_hash')})", name="content_hash_hex"),
+        CheckConstraint("NOT frozen OR content_hash IS NOT NULL", name="frozen_has_hash"),
+    )
+
+
+class DatasetFrame(Base):
+    """Membership of a frame in a dataset version (immutable once the dataset is frozen)."""
+
+    __tablename__ = "dataset_frames"
+
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id"), primary_key=True, index=True)
+    material_id: Mapped[int] = mapped_column(ForeignKey("materials.id"), nullable=False)
+
+    __table_args__ = (Index("ix_dataset_frames_dataset_id_material_id", "dataset_id", "material_id"),)
+
+
+class Split(Base):
+    """A train/val/test split of a dataset (by material, or by structure group), with its own hash."""
+
+    __tablename__ = "splits"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), nullable=False, index=True)
+    strategy: Mapped[str] = mapped_column(Text, nullable=False)
+    ratios: Mapped[list[float]] = mapped_column(ARRAY(DOUBLE_PRECISION), nullable=False)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    content_hash: Mapped[str | None] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    frozen: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    created_at: Mapped[dt.datetime] = created_at()
+
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "strategy", "ratios", "seed"),
+        CheckConstraint("strategy IN ('material', 'structure-group')", name="strategy"),
+        CheckConstraint("cardinality(ratios) = 3", name="three_parts"),
+        CheckConstraint(f"content_hash IS NULL OR ({hex64('content_hash')})", name="content_hash_hex"),
+        CheckConstraint("NOT frozen OR content_hash IS NOT NULL", name="frozen_has_hash"),
+    )
+
+
+class SplitMember(Base):
+    """Which part (train, val, test) a frame of the split's dataset belongs to."""
+
+    __tablename__ = "split_members"
+
+    split_id: Mapped[int] = mapped_column(ForeignKey("splits.id"), primary_key=True)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id"), primary_key=True)
+    material_id: Mapped[int] = mapped_column(ForeignKey("materials.id"), nullable=False)
+    part: Mapped[str] = mapped_column(Text, nullable=False)
+
+    __table_args__ = (
+        Index("ix_split_members_split_id_part", "split_id", "part"),
+        CheckConstraint("part IN ('train', 'val', 'test')", name="part"),
+    )
+
+
+class SplitSubset(Base):
+    """Nested training subsets of a split for scaling-law studies: every subset contains the smaller ones."""
+
+    __tablename__ = "split_subsets"
+
+    split_id: Mapped[int] = mapped_column(ForeignKey("splits.id"), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    frame_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("size > 0 AND cardinality(frame_ids) = size", name="size"),
+        CheckConstraint(hex64("content_hash"), name="content_hash_hex"),
+    )
+
+
+CURATION_TABLES: tuple[str, ...] = (
+    "curation_runs",
+    "frame_decisions",
+    "datasets",
+    "dataset_frames",
+    "splits",
+    "split_members",
+    "split_subsets",
+)

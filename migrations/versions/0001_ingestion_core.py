@@ -238,9 +238,7 @@ def upgrade() -> None:
         sa.Column("n_already_present", sa.Integer(), server_default="0", nullable=False),
         sa.Column("n_quarantined", sa.Integer(), server_default="0", nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.CheckConstraint(
-            "status IN ('running', 'completed', 'failed')", name=op.f("ck_ingest_runs_status")
-        ),
+        sa.CheckConstraint("status IN ('running', 'completed', 'failed')", name=op.f("ck_ingest_runs_status")),
         sa.CheckConstraint(
             "n_tasks_added >= 0 AND n_frames_added >= 0 AND n_reference_entries_added >= 0 AND n_already_present >= 0 AND n_quarantined >= 0",
             name=op.f("ck_ingest_runs_counts_non_negative"),
@@ -265,7 +263,10 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
-        sa.CheckConstraint("length(fingerprint) = 64 AND ltrim(fingerprint, '0123456789abcdef') = ''", name=op.f("ck_quarantine_fingerprint_hex")),
+        sa.CheckConstraint(
+            "length(fingerprint) = 64 AND ltrim(fingerprint, '0123456789abcdef') = ''",
+            name=op.f("ck_quarantine_fingerprint_hex"),
+        ),
         sa.CheckConstraint("reason <> ''", name=op.f("ck_quarantine_reason_not_empty")),
         sa.ForeignKeyConstraint(
             ["ingest_run_id"],
@@ -297,7 +298,9 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint("compression IN ('gzip', 'none')", name=op.f("ck_raw_documents_compression")),
-        sa.CheckConstraint("length(sha256) = 64 AND ltrim(sha256, '0123456789abcdef') = ''", name=op.f("ck_raw_documents_sha256_hex")),
+        sa.CheckConstraint(
+            "length(sha256) = 64 AND ltrim(sha256, '0123456789abcdef') = ''", name=op.f("ck_raw_documents_sha256_hex")
+        ),
         sa.CheckConstraint("size_bytes >= 0", name=op.f("ck_raw_documents_size_non_negative")),
         sa.ForeignKeyConstraint(
             ["ingest_run_id"],
@@ -305,9 +308,7 @@ def upgrade() -> None:
             name=op.f("fk_raw_documents_ingest_run_id_ingest_runs"),
             ondelete="SET NULL",
         ),
-        sa.ForeignKeyConstraint(
-            ["source_id"], ["sources.id"], name=op.f("fk_raw_documents_source_id_sources")
-        ),
+        sa.ForeignKeyConstraint(["source_id"], ["sources.id"], name=op.f("fk_raw_documents_source_id_sources")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_raw_documents")),
         sa.UniqueConstraint("sha256", name=op.f("uq_raw_documents_sha256")),
     )
@@ -415,7 +416,10 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
-        sa.CheckConstraint("length(content_hash) = 64 AND ltrim(content_hash, '0123456789abcdef') = ''", name=op.f("ck_frames_content_hash_hex")),
+        sa.CheckConstraint(
+            "length(content_hash) = 64 AND ltrim(content_hash, '0123456789abcdef') = ''",
+            name=op.f("ck_frames_content_hash_hex"),
+        ),
         sa.CheckConstraint(
             "corrected_energy IS NULL OR corrected_energy NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)",
             name=op.f("ck_frames_corrected_energy_finite"),
@@ -428,12 +432,8 @@ def upgrade() -> None:
             "0 < ALL(atomic_numbers) AND 119 > ALL(atomic_numbers)",
             name=op.f("ck_frames_atomic_numbers_range"),
         ),
-        sa.CheckConstraint(
-            "cardinality(atomic_numbers) = n_atoms", name=op.f("ck_frames_atomic_numbers_shape")
-        ),
-        sa.CheckConstraint(
-            "cardinality(frac_coords) = 3 * n_atoms", name=op.f("ck_frames_frac_coords_shape")
-        ),
+        sa.CheckConstraint("cardinality(atomic_numbers) = n_atoms", name=op.f("ck_frames_atomic_numbers_shape")),
+        sa.CheckConstraint("cardinality(frac_coords) = 3 * n_atoms", name=op.f("ck_frames_frac_coords_shape")),
         sa.CheckConstraint("cardinality(lattice) = 9", name=op.f("ck_frames_lattice_shape")),
         sa.CheckConstraint(
             "crossfid_all_finite(lattice) AND crossfid_all_finite(frac_coords)",
@@ -444,29 +444,21 @@ def upgrade() -> None:
             "forces IS NULL OR cardinality(forces) = 3 * n_atoms",
             name=op.f("ck_frames_forces_shape"),
         ),
-        sa.CheckConstraint(
-            "forces IS NULL OR crossfid_all_finite(forces)", name=op.f("ck_frames_forces_finite")
-        ),
+        sa.CheckConstraint("forces IS NULL OR crossfid_all_finite(forces)", name=op.f("ck_frames_forces_finite")),
         sa.CheckConstraint("ionic_step >= 0", name=op.f("ck_frames_ionic_step_non_negative")),
         sa.CheckConstraint(
             "magmoms IS NULL OR cardinality(magmoms) = n_atoms",
             name=op.f("ck_frames_magmoms_shape"),
         ),
-        sa.CheckConstraint(
-            "magmoms IS NULL OR crossfid_all_finite(magmoms)", name=op.f("ck_frames_magmoms_finite")
-        ),
+        sa.CheckConstraint("magmoms IS NULL OR crossfid_all_finite(magmoms)", name=op.f("ck_frames_magmoms_finite")),
         sa.CheckConstraint("n_atoms > 0", name=op.f("ck_frames_n_atoms_positive")),
         sa.CheckConstraint(
             "n_electronic_steps IS NULL OR n_electronic_steps >= 0",
             name=op.f("ck_frames_n_electronic_steps_non_negative"),
         ),
         sa.CheckConstraint("stress IS NULL OR cardinality(stress) = 9", name=op.f("ck_frames_stress_shape")),
-        sa.CheckConstraint(
-            "stress IS NULL OR crossfid_all_finite(stress)", name=op.f("ck_frames_stress_finite")
-        ),
-        sa.ForeignKeyConstraint(
-            ["task_id"], ["tasks.id"], name=op.f("fk_frames_task_id_tasks"), ondelete="CASCADE"
-        ),
+        sa.CheckConstraint("stress IS NULL OR crossfid_all_finite(stress)", name=op.f("ck_frames_stress_finite")),
+        sa.ForeignKeyConstraint(["task_id"], ["tasks.id"], name=op.f("fk_frames_task_id_tasks"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_frames")),
         sa.UniqueConstraint("task_id", "ionic_step", name=op.f("uq_frames_task_id_ionic_step")),
     )
@@ -512,9 +504,7 @@ def upgrade() -> None:
             "formation_energy_per_atom IS NULL OR formation_energy_per_atom NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)",
             name=op.f("ck_reference_entries_formation_energy_per_atom_finite"),
         ),
-        sa.CheckConstraint(
-            "n_atoms IS NULL OR n_atoms > 0", name=op.f("ck_reference_entries_n_atoms_positive")
-        ),
+        sa.CheckConstraint("n_atoms IS NULL OR n_atoms > 0", name=op.f("ck_reference_entries_n_atoms_positive")),
         sa.ForeignKeyConstraint(
             ["fidelity"], ["fidelities.name"], name=op.f("fk_reference_entries_fidelity_fidelities")
         ),
@@ -530,9 +520,7 @@ def upgrade() -> None:
             name=op.f("fk_reference_entries_material_id_materials"),
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["source_id"], ["sources.id"], name=op.f("fk_reference_entries_source_id_sources")
-        ),
+        sa.ForeignKeyConstraint(["source_id"], ["sources.id"], name=op.f("fk_reference_entries_source_id_sources")),
         sa.ForeignKeyConstraint(
             ["task_id"],
             ["tasks.id"],
@@ -540,9 +528,7 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reference_entries")),
-        sa.UniqueConstraint(
-            "material_id", "fidelity", name=op.f("uq_reference_entries_material_id_fidelity")
-        ),
+        sa.UniqueConstraint("material_id", "fidelity", name=op.f("uq_reference_entries_material_id_fidelity")),
     )
     op.create_index(op.f("ix_reference_entries_fidelity"), "reference_entries", ["fidelity"], unique=False)
     op.create_index(
@@ -562,10 +548,7 @@ def upgrade() -> None:
     )
     op.bulk_insert(
         fidelities,
-        [
-            dict(zip(("name", "family", "hubbard", "dispersion", "description"), row, strict=True))
-            for row in FIDELITIES
-        ],
+        [dict(zip(("name", "family", "hubbard", "dispersion", "description"), row, strict=True)) for row in FIDELITIES],
     )
     for name, (comment, query) in VIEWS.items():
         op.execute(f"CREATE VIEW {name} AS {query}")
