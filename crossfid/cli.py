@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 import crossfid
+from crossfid.curation.commands import curate
 from crossfid.ingest.commands import ingest_app
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="The database: create/upgrade, status, URL, reader roles.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
+app.command("curate")(curate)
 
 out = Console()
 err = Console(stderr=True)
