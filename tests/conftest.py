@@ -91,3 +91,30 @@ def engine(empty_engine: Engine) -> Engine:
     """Engine on a new database migrated to head."""
     migrate.upgrade(empty_engine)
     return empty_engine
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory: pytest.TempPathFactory):
+    """A small demo corpus with high flaw rates (CHGNet relaxations; generated once per session)."""
+    from crossfid.ingest.demo import DemoSettings, FlawRates, generate_demo_corpus
+
+    settings = DemoSettings(
+        max_steps=10,
+        static_rate=0.5,
+        flaws=FlawRates(
+            final_energy_mismatch=0.5, high_energy=0.5, scf_unconverged=0.15, missing_forces=0.15, near_duplicate=0.2
+        ),
+    )
+    path = tmp_path_factory.mktemp("demo-corpus") / "corpus.jsonl.gz"
+    return generate_demo_corpus(path, n_materials=5, seed=11, settings=settings)
+
+
+@pytest.fixture
+def demo_engine(engine, demo_corpus):
+    """A migrated database holding the small demo corpus."""
+    from crossfid.ingest.demo import read_demo_corpus
+    from crossfid.ingest.loader import ingest
+
+    summary = ingest(engine, "demo", "demo", read_demo_corpus(demo_corpus.path))
+    assert summary.quarantined == 0
+    return engine
