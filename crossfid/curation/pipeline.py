@@ -248,10 +248,12 @@ def _read_partition(conn, material_ids: Sequence[int], fidelities: Sequence[str]
         reference = None
         if material_id in primary:
             row = primary[material_id][1]
-            if row.task_id is not None:
-                hubbards = row.hubbards or {}
-            else:
-                hubbards = None if row.fidelity.split("-")[0].endswith("+U") else {}
+            hubbards = None  # rule 1 applies to GGA/GGA+U only (CURATION_RULES.md)
+            if row.fidelity in ("GGA", "GGA+U"):
+                if row.task_id is not None:
+                    hubbards = row.hubbards or {}
+                elif row.fidelity == "GGA":
+                    hubbards = {}
             reference = ReferenceView(energy_per_atom=row.energy_per_atom, hubbards=hubbards)
         views[material_id] = (tasks_of.get(material_id, []), reference)
     return views
