@@ -1,0 +1,587 @@
+"""The MPtrj curation rules (``CURATION_RULES.md``) as pure functions: no database access.
+
+The orchestrator reads one material's tasks and frames at one fidelity, wraps them in
+:class:`TaskView` / :class:`FrameView`, its primary entry in :class:`ReferenceView`, and
+calls :func:`curate_material`, which returns exactly one :class:`Decision` per frame.
+
+Order of application (``curate_material``)
+    1. task-level rules reject whole tasks: :func:`hubbard_consistency` (rule 1), then
+       :func:`final_frame_agreement` (rule 2);
+    2. frame-level rules on the frames of the remaining tasks: :func:`complete_labels`
+       (3), :func:`electronic_convergence` (4), :func:`energy_window` (5);
+    3. :func:`reference_frame` (6): the first remaining frame in walking order whose
+       energy per atom is within ``reference_frame_tolerance`` of ``E_ref`` is accepted
+       (once);
+    4. :func:`deduplicate` (7) walks the other remaining frames and accepts or rejects
+       each one (see :mod:`crossfid.curation.dedupe`).
+
+    Walking order: tasks in the order given, frames by ``ionic_step``.
+
+Decision vocabulary (``Decision.rule``)
+    Rejections, named after the rule that rejected the frame:
+
+    ``no_reference_entry``      the material has no primary entry at this fidelity, so
+                                rules 2, 5 and 6 cannot be evaluated; MPtrj only kept
+                                materials with a primary entry, so every frame is rejected
+    ``hubbard_consistency``     rule 1: task's +U usage / U values differ from the primary entry's
+    ``final_frame_agreement``   rule 2: ``|E_last - E_ref| >= 0.02`` eV/atom (or the last frame has no energy)
+    ``complete_labels``         rule 3: no (or non-finite) energy, no forces, or no stress while stress is required
+    ``electronic_convergence``  rule 4: the SCF hit NELM (``n_electronic_steps >= NELM``) or ``scf_converged`` is False
+    ``energy_window``           rule 5: ``ΔE < -0.01`` or ``ΔE > 1`` eV/atom
+    ``duplicate``               rule 7: energy within the tier's threshold of an accepted frame and
+                                ``StructureMatcher.fit`` matched it to an accepted frame (``detail["matched_frame"]``)
+
+    Acceptances:
+
+    ``reference_frame``         rule 6: the frame matching ``E_ref`` within 1e-5 eV/atom
+    ``energy_unique``           rule 7: energy differs from every accepted frame by more than the tier's threshold
+    ``structure_unique``        rule 7: energy close to an accepted frame but no accepted frame matches structurally
+
+Comparison conventions: see :mod:`crossfid.curation.config`.
+
+Hubbard rule and "unknown": ``ReferenceView.hubbards`` is ``None`` when the primary
+entry's U usage is unknown *or* the fidelity is not GGA/GGA+U; rule 1 is then not
+applied. ``{}`` means "known: no U". For tasks, ``None`` and ``{}`` both mean "no U"
+(the database stores no-U as NULL). U values of 0 are ignored on both sides.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from crossfid.curation.config import CurationConfig
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
+
+    from crossfid.curation.dedupe import DedupeStats
+    from crossfid.ingest.records import Frame
+
+# --------------------------------------------------------------------------- vocabulary
+
+NO_REFERENCE_ENTRY = "no_reference_entry"
+HUBBARD_CONSISTENCY = "hubbard_consistency"
+FINAL_FRAME_AGREEMENT = "final_frame_agreement"
+COMPLETE_LABELS = "complete_labels"
+ELECTRONIC_CONVERGENCE = "electronic_convergence"
+ENERGY_WINDOW = "energy_window"
+DUPLICATE = "duplicate"
+REFERENCE_FRAME = "reference_frame"
+ENERGY_UNIQUE = "energy_unique"
+STRUCTURE_UNIQUE = "structure_unique"
+
+#: rule names of rejections, in order of application
+REJECTION_RULES: tuple[str, ...] = (
+    NO_REFERENCE_ENTRY,
+    HUBBARD_CONSISTENCY,
+    FINAL_FRAME_AGREEMENT,
+    COMPLETE_LABELS,
+    ELECTRONIC_CONVERGENCE,
+    ENERGY_WINDOW,
+    DUPLICATE,
+)
+#: reasons of acceptances
+ACCEPTANCE_REASONS: tuple[str, ...] = (REFERENCE_FRAME, ENERGY_UNIQUE, STRUCTURE_UNIQUE)
+#: the number of the rule in CURATION_RULES.md behind each decision name (None: no rule could be applied)
+RULE_NUMBERS: dict[str, int | None] = {
+    NO_REFERENCE_ENTRY: None,
+    HUBBARD_CONSISTENCY: 1,
+    FINAL_FRAME_AGREEMENT: 2,
+    COMPLETE_LABELS: 3,
+    ELECTRONIC_CONVERGENCE: 4,
+    ENERGY_WINDOW: 5,
+    REFERENCE_FRAME: 6,
+    DUPLICATE: 7,
+    ENERGY_UNIQUE: 7,
+    STRUCTURE_UNIQUE: 7,
+}
+
+DedupeMethod = Literal["fast", "reference"]
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+@dataclass(frozen=True, eq=False)
+class FrameView:
+    """What the rules need of one frame (one ``frames`` row). Compared by identity.
+
+    ``key`` is any hashable the caller chooses (the database frame id). Units as in
+    the database: ``lattice`` (3, 3) Å with the lattice vectors as rows (the 9 stored
+    floats reshaped row-major), ``frac_coords`` (n, 3), ``energy_per_atom`` eV/atom.
+    ``has_forces`` / ``has_stress``: the label is stored and finite (the database
+    guarantees finiteness of stored arrays). The pymatgen ``Structure`` is built
+    lazily, once, by :attr:`structure`.
+    """
+
+    key: Hashable
+    ionic_step: int
+    n_atoms: int
+    energy_per_atom: float | None
+    has_energy: bool
+    has_forces: bool
+    has_stress: bool
+    n_electronic_steps: int | None
+    scf_converged: bool | None
+    lattice: np.ndarray
+    atomic_numbers: np.ndarray
+    frac_coords: np.ndarray
+
+    def __post_init__(self) -> None:
+        lattice = np.asarray(self.lattice, dtype=float).reshape(3, 3)
+        numbers = np.asarray(self.atomic_numbers, dtype=np.int64).reshape(-1)
+        frac = np.asarray(self.frac_coords, dtype=float).reshape(-1, 3)
+        if numbers.size != self.n_atoms or frac.shape[0] != self.n_atoms:
+            raise ValueError(
+                f"frame {self.key!r}: n_atoms={self.n_atoms} but {numbers.size} atomic numbers "
+                f"and {frac.shape[0]} fractional coordinates"
+            )
+        object.__setattr__(self, "lattice", lattice)
+        object.__setattr__(self, "atomic_numbers", numbers)
+        object.__setattr__(self, "frac_coords", frac)
+        if self.energy_per_atom is not None:
+            object.__setattr__(self, "energy_per_atom", float(self.energy_per_atom))
+
+    @property
+    def energy_ok(self) -> bool:
+        """An energy is stored and finite."""
+        return bool(self.has_energy) and _finite(self.energy_per_atom)
+
+    @cached_property
+    def structure(self) -> Structure:
+        from pymatgen.core import Lattice, Structure
+
+        return Structure(Lattice(self.lattice), [int(z) for z in self.atomic_numbers], self.frac_coords)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        key: Hashable,
+        ionic_step: int,
+        lattice: Any,
+        atomic_numbers: Any,
+        frac_coords: Any,
+        energy_per_atom: float | None,
+        *,
+        forces: Any = None,
+        stress: Any = None,
+        n_electronic_steps: int | None = None,
+        scf_converged: bool | None = None,
+    ) -> FrameView:
+        """Build from stored arrays (flat or shaped); label flags are "present and all finite"."""
+        numbers = np.asarray(atomic_numbers).reshape(-1)
+
+        def present(value: Any) -> bool:
+            return value is not None and bool(np.all(np.isfinite(np.asarray(value, dtype=float))))
+
+        return cls(
+            key=key,
+            ionic_step=int(ionic_step),
+            n_atoms=int(numbers.size),
+            energy_per_atom=None if energy_per_atom is None else float(energy_per_atom),
+            has_energy=_finite(None if energy_per_atom is None else float(energy_per_atom)),
+            has_forces=present(forces),
+            has_stress=present(stress),
+            n_electronic_steps=None if n_electronic_steps is None else int(n_electronic_steps),
+            scf_converged=None if scf_converged is None else bool(scf_converged),
+            lattice=lattice,
+            atomic_numbers=numbers,
+            frac_coords=frac_coords,
+        )
+
+    @classmethod
+    def from_record(cls, frame: Frame, key: Hashable) -> FrameView:
+        """Build from a canonical :class:`crossfid.ingest.records.Frame`."""
+        return cls.from_arrays(
+            key,
+            frame.ionic_step,
+            frame.lattice,
+            frame.atomic_numbers,
+            frame.frac_coords,
+            frame.energy_per_atom,
+            forces=frame.forces,
+            stress=frame.stress,
+            n_electronic_steps=frame.n_electronic_steps,
+            scf_converged=frame.scf_converged,
+        )
+
+
+def nelm_from_input_parameters(input_parameters: Mapping[str, Any] | None) -> int | None:
+    """NELM from a task's ``input_parameters`` (the INCAR; key case-insensitive), None when not recorded.
+
+    No VASP default is substituted: when NELM is unknown, rule 4 relies on ``scf_converged``
+    (which the ingestion sources derive with VASP's default NELM = 60).
+    """
+    for key, value in (input_parameters or {}).items():
+        if str(key).upper() == "NELM":
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+@dataclass(frozen=True, eq=False)
+class TaskView:
+    """One task: its key (database task id), type, Hubbard U values, NELM and frames (sorted by ``ionic_step``)."""
+
+    key: Hashable
+    task_type: str
+    hubbards: Mapping[str, float] | None
+    nelm: int | None
+    frames: tuple[FrameView, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frames", tuple(sorted(self.frames, key=lambda f: f.ionic_step)))
+        if self.nelm is not None:
+            object.__setattr__(self, "nelm", int(self.nelm))
+
+
+@dataclass(frozen=True)
+class ReferenceView:
+    """The material's primary entry at this fidelity: uncorrected ``E_ref`` (eV/atom) and its U usage.
+
+    ``hubbards``: element → U of the primary entry, ``{}`` when it uses no U, ``None`` when
+    unknown or not applicable (not GGA/GGA+U): then rule 1 is not applied.
+    """
+
+    energy_per_atom: float
+    hubbards: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not _finite(self.energy_per_atom):
+            raise ValueError(f"reference energy per atom must be finite, got {self.energy_per_atom!r}")
+        object.__setattr__(self, "energy_per_atom", float(self.energy_per_atom))
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The curation decision for one frame.
+
+    ``rule``: for a rejection the rule that rejected it, for an acceptance the reason
+    (module doc). ``detail``: the numbers behind it (JSON-safe apart from the frame
+    keys, which are whatever the caller used). ``message``: one line a person reads.
+    """
+
+    frame_key: Hashable
+    accepted: bool
+    rule: str
+    detail: Mapping[str, Any]
+    message: str
+
+    @property
+    def rule_number(self) -> int | None:
+        return RULE_NUMBERS.get(self.rule)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "frame_key": self.frame_key,
+            "accepted": self.accepted,
+            "rule": self.rule,
+            "detail": dict(self.detail),
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """What one rule did: ``remaining`` go on to the next rule, ``accepted`` were accepted by this
+    rule (rules 6, 7), ``decisions`` are this rule's decisions (rejections for 1-5, one per frame)."""
+
+    remaining: tuple[Any, ...] = ()
+    accepted: tuple[FrameView, ...] = ()
+    decisions: tuple[Decision, ...] = ()
+
+
+def fmt(value: float) -> str:
+    """Numbers in decision messages: 6 significant digits, no trailing zeros (1.37, 0.02, 1e-05)."""
+    return f"{value:.6g}"
+
+
+def _reject_task(task: TaskView, rule: str, detail: dict[str, Any], message: str) -> list[Decision]:
+    return [Decision(f.key, False, rule, {**detail, "task": task.key}, message) for f in task.frames]
+
+
+# --------------------------------------------------------------------------- task-level rules
+
+
+def _u_values(hubbards: Mapping[str, float] | None) -> dict[str, float]:
+    return {str(el): float(u) for el, u in (hubbards or {}).items() if float(u) != 0.0}
+
+
+def hubbard_consistency(tasks: Iterable[TaskView], reference: ReferenceView, config: CurationConfig) -> RuleOutcome:
+    """Rule 1: a task uses +U exactly when the primary entry does, with the same U for every element.
+
+    Not applied (every task passes) when ``config.hubbard_consistency`` is False or the
+    reference's U usage is unknown / not applicable (``reference.hubbards is None``).
+    """
+    tasks = tuple(tasks)
+    if not config.hubbard_consistency or reference.hubbards is None:
+        return RuleOutcome(remaining=tasks)
+    ref_u = _u_values(reference.hubbards)
+    remaining: list[TaskView] = []
+    decisions: list[Decision] = []
+    for task in tasks:
+        task_u = _u_values(task.hubbards)
+        detail: dict[str, Any] = {
+            "task_hubbards": dict(sorted(task_u.items())),
+            "reference_hubbards": dict(sorted(ref_u.items())),
+            "task_uses_u": bool(task_u),
+            "reference_uses_u": bool(ref_u),
+            "tolerance": config.hubbard_u_tolerance,
+        }
+        if bool(task_u) != bool(ref_u):
+            if task_u:
+                message = "task uses +U but the primary entry does not"
+            else:
+                message = "task uses no +U but the primary entry does"
+            decisions += _reject_task(task, HUBBARD_CONSISTENCY, detail, message)
+            continue
+        differing = {
+            el: [task_u.get(el), ref_u.get(el)]
+            for el in sorted(set(task_u) | set(ref_u))
+            if el not in task_u or el not in ref_u or abs(task_u[el] - ref_u[el]) > config.hubbard_u_tolerance
+        }
+        if differing:
+            parts = ", ".join(
+                f"{el}: {'none' if t is None else fmt(t)} vs {'none' if r is None else fmt(r)} eV"
+                for el, (t, r) in differing.items()
+            )
+            message = f"U values differ from the primary entry's (task vs entry: {parts})"
+            decisions += _reject_task(task, HUBBARD_CONSISTENCY, {**detail, "differing": differing}, message)
+            continue
+        remaining.append(task)
+    return RuleOutcome(remaining=tuple(remaining), decisions=tuple(decisions))
+
+
+def final_frame_agreement(tasks: Iterable[TaskView], reference: ReferenceView, config: CurationConfig) -> RuleOutcome:
+    """Rule 2: keep a task when its last frame (highest ionic step) has ``|E_last - E_ref| < threshold``.
+
+    A last frame without a (finite) energy cannot show agreement: the task is rejected.
+    A task without frames passes (it has nothing to decide).
+    """
+    remaining: list[TaskView] = []
+    decisions: list[Decision] = []
+    threshold = config.final_frame_threshold
+    e_ref = reference.energy_per_atom
+    for task in tasks:
+        if not task.frames:
+            remaining.append(task)
+            continue
+        last = task.frames[-1]
+        detail: dict[str, Any] = {
+            "last_frame": last.key,
+            "last_ionic_step": last.ionic_step,
+            "e_ref": e_ref,
+            "threshold": threshold,
+        }
+        if not last.energy_ok:
+            detail.update(e_last=None, delta_e=None)
+            message = "the last frame has no finite energy, so its agreement with E_ref cannot be checked"
+            decisions += _reject_task(task, FINAL_FRAME_AGREEMENT, detail, message)
+            continue
+        delta = last.energy_per_atom - e_ref
+        detail.update(e_last=last.energy_per_atom, delta_e=delta)
+        if not abs(delta) < threshold:
+            message = f"|E_last - E_ref| = {fmt(abs(delta))} eV/atom >= {fmt(threshold)} eV/atom"
+            decisions += _reject_task(task, FINAL_FRAME_AGREEMENT, detail, message)
+            continue
+        remaining.append(task)
+    return RuleOutcome(remaining=tuple(remaining), decisions=tuple(decisions))
+
+
+# --------------------------------------------------------------------------- frame-level rules
+
+
+def complete_labels(frames: Iterable[FrameView], config: CurationConfig) -> RuleOutcome:
+    """Rule 3: drop frames without a finite energy, without forces, or without stress when stress is required."""
+    remaining: list[FrameView] = []
+    decisions: list[Decision] = []
+    for frame in frames:
+        missing: list[str] = []
+        if not frame.energy_ok:
+            missing.append("energy" if frame.energy_per_atom is None or not frame.has_energy else "finite energy")
+        if not frame.has_forces:
+            missing.append("forces")
+        if config.require_stress and not frame.has_stress:
+            missing.append("stress")
+        if missing:
+            detail = {"missing": missing, "require_stress": config.require_stress}
+            message = "no " + ", no ".join(missing)
+            if "stress" in missing:
+                message += " (stress is a training target)"
+            decisions.append(Decision(frame.key, False, COMPLETE_LABELS, detail, message))
+        else:
+            remaining.append(frame)
+    return RuleOutcome(remaining=tuple(remaining), decisions=tuple(decisions))
+
+
+def electronic_convergence(frames: Iterable[FrameView], nelm: int | None, config: CurationConfig) -> RuleOutcome:
+    """Rule 4: drop frames whose SCF hit the step limit.
+
+    Hit = ``n_electronic_steps >= nelm`` when both are known, or ``scf_converged is False``.
+    (``config`` is accepted for a uniform signature; the rule has no threshold.)
+    """
+    del config
+    remaining: list[FrameView] = []
+    decisions: list[Decision] = []
+    for frame in frames:
+        steps = frame.n_electronic_steps
+        hit_limit = steps is not None and nelm is not None and steps >= nelm
+        if hit_limit or frame.scf_converged is False:
+            detail = {"n_electronic_steps": steps, "nelm": nelm, "scf_converged": frame.scf_converged}
+            if hit_limit:
+                message = f"electronic loop hit the step limit ({steps} steps, NELM = {nelm})"
+            else:
+                message = "SCF did not converge (scf_converged is false)"
+            decisions.append(Decision(frame.key, False, ELECTRONIC_CONVERGENCE, detail, message))
+        else:
+            remaining.append(frame)
+    return RuleOutcome(remaining=tuple(remaining), decisions=tuple(decisions))
+
+
+def energy_window(frames: Iterable[FrameView], reference: ReferenceView, config: CurationConfig) -> RuleOutcome:
+    """Rule 5: with ``ΔE = E_frame - E_ref``, drop ``ΔE < lower`` (-0.01) or ``ΔE > upper`` (1) eV/atom.
+
+    Frames must have a finite energy (rule 3 runs first).
+    """
+    lower, upper = config.energy_window_lower, config.energy_window_upper
+    remaining: list[FrameView] = []
+    decisions: list[Decision] = []
+    for frame in frames:
+        delta = frame.energy_per_atom - reference.energy_per_atom
+        detail = {"delta_e": delta, "e_frame": frame.energy_per_atom, "e_ref": reference.energy_per_atom}
+        if delta < lower:
+            detail.update(threshold=lower, bound="lower")
+            message = f"ΔE = {fmt(delta)} eV/atom < {fmt(lower)} eV/atom (more stable than the relaxed reference)"
+            decisions.append(Decision(frame.key, False, ENERGY_WINDOW, detail, message))
+        elif delta > upper:
+            detail.update(threshold=upper, bound="upper")
+            message = f"ΔE = {fmt(delta)} eV/atom > {fmt(upper)} eV/atom (far from equilibrium)"
+            decisions.append(Decision(frame.key, False, ENERGY_WINDOW, detail, message))
+        else:
+            remaining.append(frame)
+    return RuleOutcome(remaining=tuple(remaining), decisions=tuple(decisions))
+
+
+def reference_frame(frames: Sequence[FrameView], reference: ReferenceView, config: CurationConfig) -> RuleOutcome:
+    """Rule 6: accept the first frame (walking order) with ``|E_frame - E_ref| <= tolerance``, once.
+
+    ``remaining`` are the other frames, in order, for rule 7.
+    """
+    tolerance = config.reference_frame_tolerance
+    for index, frame in enumerate(frames):
+        delta = frame.energy_per_atom - reference.energy_per_atom
+        if abs(delta) <= tolerance:
+            detail = {
+                "delta_e": delta,
+                "e_frame": frame.energy_per_atom,
+                "e_ref": reference.energy_per_atom,
+                "tolerance": tolerance,
+            }
+            message = f"reference frame: |E - E_ref| = {fmt(abs(delta))} eV/atom <= {fmt(tolerance)} eV/atom"
+            decision = Decision(frame.key, True, REFERENCE_FRAME, detail, message)
+            rest = tuple(frames[:index]) + tuple(frames[index + 1 :])
+            return RuleOutcome(remaining=rest, accepted=(frame,), decisions=(decision,))
+    return RuleOutcome(remaining=tuple(frames))
+
+
+def deduplicate(
+    frames: Sequence[FrameView],
+    accepted: Sequence[FrameView],
+    config: CurationConfig,
+    *,
+    method: DedupeMethod = "fast",
+    stats: DedupeStats | None = None,
+) -> RuleOutcome:
+    """Rule 7 (see :mod:`crossfid.curation.dedupe`): ``accepted`` are frames already accepted (the reference frame)."""
+    from crossfid.curation import dedupe as _dedupe
+
+    if method == "fast":
+        return _dedupe.dedupe_fast(frames, accepted, config, stats=stats)
+    if method == "reference":
+        return _dedupe.dedupe_reference(frames, accepted, config, stats=stats)
+    raise ValueError(f"unknown dedupe method {method!r} (expected 'fast' or 'reference')")
+
+
+def no_reference_entry(tasks: Iterable[TaskView]) -> list[Decision]:
+    """Every frame rejected: without a primary entry, rules 2, 5 and 6 cannot be evaluated."""
+    message = "the material has no primary (reference) entry at this fidelity"
+    return [
+        Decision(frame.key, False, NO_REFERENCE_ENTRY, {"task": task.key}, message)
+        for task in tasks
+        for frame in task.frames
+    ]
+
+
+# --------------------------------------------------------------------------- the whole material
+
+
+def curate_material(
+    tasks: Sequence[TaskView],
+    reference: ReferenceView | None,
+    config: CurationConfig | None = None,
+    *,
+    dedupe: DedupeMethod = "fast",
+    stats: DedupeStats | None = None,
+) -> list[Decision]:
+    """Apply rules 1-7 to one material at one fidelity; one decision per frame, in walking order.
+
+    ``tasks``: in the order rule 7 should walk them (e.g. by task id); frame keys must be
+    unique across tasks. ``reference`` None: every frame is rejected (``no_reference_entry``).
+    ``dedupe``: "fast" (default) or "reference" (the plain procedure); both give
+    identical decisions. ``stats`` accumulates StructureMatcher counts and timings.
+    """
+    config = config or CurationConfig()
+    tasks = tuple(tasks)
+    order = [frame.key for task in tasks for frame in task.frames]
+    if len(set(order)) != len(order):
+        raise ValueError("frame keys must be unique within a material")
+    if reference is None:
+        return no_reference_entry(tasks)
+
+    decided: dict[Hashable, Decision] = {}
+
+    def record(outcome: RuleOutcome) -> None:
+        for decision in outcome.decisions:
+            if decision.frame_key in decided:
+                raise AssertionError(f"frame {decision.frame_key!r} decided twice")
+            decided[decision.frame_key] = decision
+
+    step1 = hubbard_consistency(tasks, reference, config)
+    record(step1)
+    step2 = final_frame_agreement(step1.remaining, reference, config)
+    record(step2)
+
+    candidates: list[FrameView] = []
+    for task in step2.remaining:
+        step3 = complete_labels(task.frames, config)
+        record(step3)
+        step4 = electronic_convergence(step3.remaining, task.nelm, config)
+        record(step4)
+        step5 = energy_window(step4.remaining, reference, config)
+        record(step5)
+        candidates.extend(step5.remaining)
+
+    step6 = reference_frame(candidates, reference, config)
+    record(step6)
+    step7 = deduplicate(step6.remaining, step6.accepted, config, method=dedupe, stats=stats)
+    record(step7)
+
+    missing = [key for key in order if key not in decided]
+    if missing:
+        raise AssertionError(f"frames without a decision: {missing[:5]}")
+    return [decided[key] for key in order]
