@@ -21,13 +21,15 @@ install: $(STAMP)
 
 DEMO_MATERIALS ?= 24
 
-## demo: embedded database, demo corpus generated (or reused) and ingested, then what is in the database
+## demo: embedded database -> demo corpus (generated or reused) -> ingest -> curate on Dask -> freeze -> split
 demo: $(STAMP)
 	$(BIN)/crossfid db init
 	$(BIN)/crossfid ingest demo --materials $(DEMO_MATERIALS) --workers 2
-	$(BIN)/crossfid db status
 	$(BIN)/crossfid sql "SELECT fidelity, count(DISTINCT material) AS materials, count(DISTINCT task) AS tasks, \
 	    count(*) AS frames, round(avg(n_atoms), 1) AS mean_atoms FROM v_frames GROUP BY fidelity ORDER BY fidelity"
+	$(BIN)/crossfid curate --fidelity r2SCAN --workers 2 --freeze demo-r2scan
+	$(BIN)/crossfid dataset split demo-r2scan --ratios 8:1:1 --seed 0
+	$(BIN)/crossfid db status
 
 ## test: the test suite against real PostgreSQL (embedded; plus CROSSFID_TEST_DATABASE_URL if set)
 test: $(STAMP)

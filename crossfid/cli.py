@@ -20,6 +20,7 @@ from rich.table import Table
 
 import crossfid
 from crossfid.curation.commands import curate
+from crossfid.curation.dataset_commands import dataset_app
 from crossfid.ingest.commands import ingest_app
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ db_app = typer.Typer(help="The database: create/upgrade, status, URL, reader rol
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
 app.command("curate")(curate)
+app.add_typer(dataset_app, name="dataset")
 
 out = Console()
 err = Console(stderr=True)

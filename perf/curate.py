@@ -77,7 +77,7 @@ def dask_run(engine, url: str, workers: int) -> tuple[float, int, int]:
         materials = 0
         run_ids = []
         for fidelities in FIDELITIES:
-            summary = run_curation(engine, url, fidelities, client=client, partition_frames=150)
+            summary = run_curation(engine, url, fidelities, client=client, partition_frames=60)
             materials += summary.materials
             run_ids.append(summary.run_id)
         return time.perf_counter() - start, materials, run_ids

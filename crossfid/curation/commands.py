@@ -28,6 +28,9 @@ def curate(
     config: Annotated[
         Path | None, typer.Option(help="JSON file with rule thresholds (defaults: docs/curation.md).", exists=True)
     ] = None,
+    freeze: Annotated[
+        str | None, typer.Option(help="Freeze the accepted frames as a new version of this dataset.")
+    ] = None,
 ) -> None:
     """Apply the MPtrj curation rules; every frame gets a recorded decision."""
     from crossfid.curation.config import CurationConfig
@@ -80,4 +83,13 @@ def curate(
         f"{summary.materials} materials, {summary.frames:,} frames, {summary.accepted:,} accepted; "
         f"StructureMatcher: {stats.fit_calls:,} fits, {stats.skipped:,} comparisons decided without one"
     )
-    console.print(f"freeze it with: crossfid dataset freeze --run {summary.run_id} --name NAME")
+    if freeze:
+        from crossfid.curation.datasets import freeze_dataset
+
+        info = freeze_dataset(engine, summary.run_id, freeze)
+        console.print(
+            f"dataset {info.name} version {info.version}: {info.n_frames:,} frames, {info.n_materials} materials, "
+            f"{info.n_elements} elements, content hash {info.content_hash}"
+        )
+    else:
+        console.print(f"freeze it with: crossfid dataset freeze --run {summary.run_id} --name NAME")

@@ -1,0 +1,337 @@
+"""Dataset versions: the accepted frames of a curation run, frozen and content-hashed.
+
+``freeze_dataset`` turns the frames a curation run accepted (``frame_decisions.accepted``),
+optionally only those of some task fidelities, into a new version of a named dataset,
+in ONE transaction: the ``datasets`` row, its members (``dataset_frames``, by ``COPY``),
+the counts, the elements and the content hash, then ``frozen = true``. From then on the
+database itself refuses any change to the row or its membership (triggers of revision
+0002), so a dataset version is immutable.
+
+Content hash recipe (``crossfid-dataset-v1``), identical in every database because it
+only uses the frames' own content hashes (:meth:`crossfid.ingest.records.Frame.content_hash`),
+never database ids::
+
+    sha256( b"crossfid-dataset-v1\\n"
+            + b"".join(h.encode("ascii") + b"\\n" for h in sorted(frame_content_hashes)) )
+
+``sorted`` is Python's code-point order of the 64-character lower-case hex digests;
+the list is a multiset (two members with identical content both count). The result
+is the lower-case hex digest. Nested training subsets of splits use the same recipe
+with the domain ``crossfid-subset-v1`` (:func:`hash_of_hashes`).
+
+Dataset references (:func:`resolve_dataset`): ``"NAME"`` (latest version),
+``"NAME:VERSION"`` or the numeric id (``17`` or ``"17"``). Names start with a letter
+or digit, contain only letters, digits, ``.``, ``_`` and ``-``, and are not all digits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy.orm import Session
+
+from crossfid.db.bulk import copy_rows
+from crossfid.db.models import CurationRun, Dataset, Split
+from crossfid.db.vocabulary import FIDELITY_NAMES
+
+__all__ = [
+    "DATASET_HASH_DOMAIN",
+    "DatasetDetail",
+    "DatasetError",
+    "DatasetInfo",
+    "dataset_content_hash",
+    "freeze_dataset",
+    "hash_of_hashes",
+    "list_datasets",
+    "resolve_dataset",
+    "show_dataset",
+    "validate_name",
+]
+
+DATASET_HASH_DOMAIN = "crossfid-dataset-v1"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class DatasetError(ValueError):
+    """A dataset request that cannot be honoured; ``str(error)`` is a one-line reason."""
+
+
+# --------------------------------------------------------------------------- pure hashing
+
+
+def hash_of_hashes(domain: str, hashes: Iterable[str]) -> str:
+    """SHA-256 (hex) of ``domain + "\\n"`` followed by each sorted hash and ``"\\n"`` (see the module doc).
+
+    Every element must be a lower-case hex SHA-256 (64 characters); anything else is a
+    ``ValueError``, so that a malformed hash cannot silently change the recipe.
+    """
+    digest = hashlib.sha256(domain.encode("ascii") + b"\n")
+    for value in sorted(hashes):
+        if not isinstance(value, str) or not _HEX64.match(value):
+            raise ValueError(f"not a lower-case hex SHA-256: {value!r}")
+        digest.update(value.encode("ascii") + b"\n")
+    return digest.hexdigest()
+
+
+def dataset_content_hash(hashes: Iterable[str]) -> str:
+    """Content hash of a dataset from its member frames' content hashes (order does not matter)."""
+    return hash_of_hashes(DATASET_HASH_DOMAIN, hashes)
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid dataset name, else raise :class:`DatasetError`."""
+    if not isinstance(name, str) or not _NAME.match(name) or name.isdigit():
+        raise DatasetError(
+            f"invalid dataset name {name!r}: use letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit, not only digits)"
+        )
+    return name
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class DatasetInfo:
+    """A dataset version as stored (counts of frames and materials; ``elements`` sorted symbols)."""
+
+    id: int
+    name: str
+    version: int
+    fidelities: list[str]
+    curation_run_id: int
+    config_hash: str
+    content_hash: str | None
+    n_frames: int
+    n_materials: int
+    n_elements: int
+    elements: list[str]
+    frozen: bool
+    created_at: dt.datetime | None = None
+    n_splits: int = 0
+    #: other versions (``NAME:VERSION``) with the same content hash (set by :func:`freeze_dataset`)
+    identical_to: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @classmethod
+    def from_row(cls, row: Dataset, n_splits: int = 0) -> DatasetInfo:
+        return cls(
+            id=row.id,
+            name=row.name,
+            version=row.version,
+            fidelities=list(row.fidelities),
+            curation_run_id=row.curation_run_id,
+            config_hash=row.config_hash,
+            content_hash=row.content_hash,
+            n_frames=row.n_frames,
+            n_materials=row.n_materials,
+            n_elements=row.n_elements,
+            elements=list(row.elements),
+            frozen=row.frozen,
+            created_at=row.created_at,
+            n_splits=n_splits,
+        )
+
+
+@dataclass
+class DatasetDetail:
+    """Everything ``crossfid dataset show`` prints about one version."""
+
+    info: DatasetInfo
+    config: dict[str, Any]
+    run_status: str
+    run_dedupe: str
+    run_fidelities: list[str]
+    #: frames and materials per task fidelity: {fidelity: (n_frames, n_materials)}
+    by_fidelity: dict[str, tuple[int, int]]
+    #: :class:`crossfid.curation.splits.SplitInfo` of every split of the version
+    splits: list[Any]
+
+
+# --------------------------------------------------------------------------- freezing
+
+
+def freeze_dataset(engine: Engine, run_id: int, name: str, fidelities: Sequence[str] | None = None) -> DatasetInfo:
+    """Freeze the frames curation run ``run_id`` accepted as the next version of dataset ``name``.
+
+    ``fidelities``: keep only frames whose task has one of these fidelities (names of
+    the vocabulary; they must be fidelities of the run); None keeps every accepted
+    frame. The version is 1 + the highest existing version of ``name``. The row, its
+    members, counts, elements and content hash are written and frozen in one
+    transaction; a run that is not completed, or a selection without frames, is a
+    :class:`DatasetError` and writes nothing.
+    """
+    validate_name(name)
+    wanted = _check_fidelities(fidelities)
+    with engine.begin() as conn:
+        session = _session(conn)
+        run = session.get(CurationRun, run_id)
+        if run is None:
+            raise DatasetError(f"curation run {run_id} does not exist")
+        if run.status != "completed":
+            raise DatasetError(f"curation run {run_id} is {run.status}: only a completed run can be frozen")
+        if wanted is not None:
+            foreign = [f for f in wanted if f not in run.fidelities]
+            if foreign:
+                raise DatasetError(
+                    f"curation run {run_id} curated {', '.join(run.fidelities)}, not {', '.join(foreign)}"
+                )
+        # one freezer per name at a time, so that two concurrent freezes get consecutive versions
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"crossfid:{name}"})
+        members = conn.exec_driver_sql(
+            """
+            SELECT f.id, t.material_id, f.content_hash, t.fidelity
+              FROM frame_decisions d
+              JOIN frames f ON f.id = d.frame_id
+              JOIN tasks t ON t.id = f.task_id
+             WHERE d.run_id = %(run)s AND d.accepted
+               AND (%(fidelities)s::text[] IS NULL OR t.fidelity = ANY(%(fidelities)s::text[]))
+            """,
+            {"run": run_id, "fidelities": wanted},
+        ).all()
+        if not members:
+            which = f" at fidelity {', '.join(wanted)}" if wanted else ""
+            raise DatasetError(f"curation run {run_id} accepted no frames{which}: nothing to freeze")
+
+        version = conn.scalar(select(func.coalesce(func.max(Dataset.version), 0) + 1).where(Dataset.name == name))
+        dataset_id = conn.scalar(
+            insert(Dataset)
+            .values(
+                name=name,
+                version=version,
+                fidelities=sorted({row[3] for row in members}),
+                curation_run_id=run_id,
+                config=run.config,
+                config_hash=run.config_hash,
+            )
+            .returning(Dataset.id)
+        )
+        copy_rows(
+            conn,
+            "dataset_frames",
+            ((dataset_id, frame_id, material_id) for frame_id, material_id, _, _ in members),
+            ["dataset_id", "frame_id", "material_id"],
+        )
+        material_ids = sorted({row[1] for row in members})
+        element_lists = conn.exec_driver_sql(
+            "SELECT DISTINCT unnest(elements) FROM materials WHERE id = ANY(%(ids)s)", {"ids": material_ids}
+        ).scalars()
+        elements = sorted(set(element_lists))
+        content_hash = dataset_content_hash(row[2] for row in members)
+        conn.execute(
+            update(Dataset)
+            .where(Dataset.id == dataset_id)
+            .values(
+                content_hash=content_hash,
+                n_frames=len(members),
+                n_materials=len(material_ids),
+                n_elements=len(elements),
+                elements=elements,
+                frozen=True,
+            )
+        )
+        info = DatasetInfo.from_row(session.get(Dataset, dataset_id))
+        same = conn.execute(
+            select(Dataset.name, Dataset.version).where(Dataset.content_hash == content_hash, Dataset.id != dataset_id)
+        ).all()
+        info.identical_to = sorted(f"{n}:{v}" for n, v in same)
+    return info
+
+
+def _check_fidelities(fidelities: Sequence[str] | None) -> list[str] | None:
+    if fidelities is None:
+        return None
+    if isinstance(fidelities, str):
+        fidelities = [fidelities]
+    wanted = sorted(set(fidelities))
+    if not wanted:
+        return None
+    unknown = [f for f in wanted if f not in FIDELITY_NAMES]
+    if unknown:
+        raise DatasetError(f"unknown fidelity {', '.join(unknown)}; known: {', '.join(FIDELITY_NAMES)}")
+    return wanted
+
+
+# --------------------------------------------------------------------------- lookup
+
+
+def _session(conn: Connection | Session) -> Session:
+    return conn if isinstance(conn, Session) else Session(bind=conn)
+
+
+def resolve_dataset(conn: Connection | Session, ref: str | int) -> Dataset:
+    """The dataset version ``ref`` names: ``"NAME"`` (latest), ``"NAME:VERSION"`` or an id."""
+    session = _session(conn)
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
+        row = session.get(Dataset, int(ref))
+        if row is None:
+            raise DatasetError(f"no dataset with id {ref}")
+        return row
+    if not isinstance(ref, str) or not ref.strip():
+        raise DatasetError(f"invalid dataset reference {ref!r}")
+    name, sep, version = ref.strip().partition(":")
+    query = select(Dataset).where(Dataset.name == name)
+    if sep:
+        if not version.isdigit():
+            raise DatasetError(f"invalid dataset reference {ref!r}: expected NAME:VERSION with an integer version")
+        row = session.scalars(query.where(Dataset.version == int(version))).one_or_none()
+    else:
+        row = session.scalars(query.order_by(Dataset.version.desc()).limit(1)).one_or_none()
+    if row is None:
+        names = sorted(set(session.scalars(select(Dataset.name))))
+        known = f"; datasets: {', '.join(names)}" if names else "; there are no datasets yet"
+        raise DatasetError(f"no dataset {ref!r}{known}")
+    return row
+
+
+def list_datasets(engine: Engine) -> list[DatasetInfo]:
+    """Every dataset version, by name then version, with its number of splits."""
+    with engine.connect() as conn:
+        session = _session(conn)
+        n_splits = dict(session.execute(select(Split.dataset_id, func.count()).group_by(Split.dataset_id)).all())
+        rows = session.scalars(select(Dataset)).all()
+        infos = [DatasetInfo.from_row(row, n_splits.get(row.id, 0)) for row in rows]
+    return sorted(infos, key=lambda info: (info.name, info.version))
+
+
+def show_dataset(engine: Engine, ref: str | int) -> DatasetDetail:
+    """Details of one dataset version: counts per fidelity, configuration, curation run, splits."""
+    from crossfid.curation.splits import list_splits
+
+    with engine.connect() as conn:
+        session = _session(conn)
+        row = resolve_dataset(session, ref)
+        run = session.get(CurationRun, row.curation_run_id)
+        by_fidelity = conn.exec_driver_sql(
+            """
+            SELECT t.fidelity, count(*), count(DISTINCT df.material_id)
+              FROM dataset_frames df
+              JOIN frames f ON f.id = df.frame_id
+              JOIN tasks t ON t.id = f.task_id
+             WHERE df.dataset_id = %(id)s
+             GROUP BY t.fidelity
+            """,
+            {"id": row.id},
+        ).all()
+        splits = list_splits(session, row.id)
+        info = DatasetInfo.from_row(row, len(splits))
+        return DatasetDetail(
+            info=info,
+            config=dict(row.config),
+            run_status=run.status,
+            run_dedupe=run.dedupe,
+            run_fidelities=list(run.fidelities),
+            by_fidelity={fidelity: (n_frames, n_materials) for fidelity, n_frames, n_materials in sorted(by_fidelity)},
+            splits=splits,
+        )
