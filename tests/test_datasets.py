@@ -491,6 +491,8 @@ def test_structure_group_split_prevents_the_leak_the_audit_finds(engine, loaded)
     thorough = audit_split(engine, by_material.id, representatives="all")
     assert {(p.part, p.material, p.train_material) for p in thorough.pairs} == expected
     assert thorough.n_leaked_frames == leaked_frames and thorough.n_comparisons >= report.n_comparisons
+    parallel = audit_split(engine, by_material.id, representatives="all", workers=2)
+    assert parallel.pairs == thorough.pairs and parallel.n_comparisons == thorough.n_comparisons
     strict = audit_split(engine, by_material.id, ltol=0.001, stol=0.001, angle_tol=0.01)
     assert strict.clean  # the duplicates are close, not identical
 

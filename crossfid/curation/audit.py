@@ -23,6 +23,9 @@ How it stays fast
    supercells), with ``fit(..., skip_structure_reduction=True)``.
 4. For each validation/test representative and each training material, training
    representatives are tried until the first match.
+5. With ``workers > 1`` (``None``: all cores once :data:`PARALLEL_MIN_COMPARISONS`
+   comparisons may be needed) the comparisons run in spawned processes; the result
+   is the same. Spawning needs the usual ``if __name__ == "__main__":`` guard in scripts.
 
 Results: every matching pair (validation/test frame and material, training frame
 and material, part, reduced formula), and per part the frames and materials
@@ -289,7 +292,7 @@ def audit_split(
     stol: float = 0.3,
     angle_tol: float = 5.0,
     representatives: str = "final",
-    workers: int | None = None,
+    workers: int | None = 1,
 ) -> AuditReport:
     """Audit a split for structure leaks between training and validation/test (see the module doc).
 

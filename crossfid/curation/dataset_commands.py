@@ -118,6 +118,11 @@ def split(
         highlight=False,
     )
     _print_split(info)
+    empty = [
+        p for p, r in zip(("train", "val", "test"), info.ratios, strict=True) if r > 0 and not info.parts[p].n_frames
+    ]
+    if empty:
+        console.print(f"[yellow]warning:[/] {', '.join(empty)} got no frames (too few groups for these ratios)")
 
 
 def _print_split(info) -> None:
@@ -140,6 +145,7 @@ def audit(
     representatives: Annotated[
         Representatives, typer.Option(help="final: last frame of each task; all: every frame (slow).")
     ] = Representatives.final,
+    workers: Annotated[int, typer.Option(help="Processes comparing structures (0: all cores for large audits).")] = 0,
     show: Annotated[int, typer.Option(help="Print at most this many pairs (0: all).")] = 50,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the full report as JSON here.")] = None,
     fail_on_leak: Annotated[bool, typer.Option(help="Exit with status 2 when a leak is found.")] = False,
@@ -152,7 +158,13 @@ def audit(
     engine = _engine()
     try:
         report = audit_split(
-            engine, split_ref, ltol=ltol, stol=stol, angle_tol=angle_tol, representatives=representatives.value
+            engine,
+            split_ref,
+            ltol=ltol,
+            stol=stol,
+            angle_tol=angle_tol,
+            representatives=representatives.value,
+            workers=workers or None,
         )
     finally:
         engine.dispose()

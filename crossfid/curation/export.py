@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+from ase import units
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
@@ -82,8 +83,8 @@ __all__ = ["FORMATS", "ExportError", "ExportFrame", "export_split", "extxyz_bloc
 FORMATS = ("extxyz", "mptrj")
 _SUFFIX = {"extxyz": "extxyz", "mptrj": "json"}
 
-#: GPa → eV/Å³, as ASE defines it (``ase.units.GPa``)
-EV_PER_A3_PER_GPA = 1.0 / 160.21766208
+#: GPa → eV/Å³, exactly as ASE defines it (CODATA 2014: 1 / 160.21766208)
+EV_PER_A3_PER_GPA = float(units.GPa)
 #: GPa (tensile positive) → kBar with VASP's sign (compressive positive)
 GPA_TO_VASP_KBAR = -10.0
 
