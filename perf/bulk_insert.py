@@ -233,9 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             engine.dispose()
             with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
-                )
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
     finally:
         if home is not None:
             stop_server(home)

@@ -59,9 +59,7 @@ def make_frame(task_id: int, step: int, n_atoms: int = 4, rng: random.Random | N
 @pytest.fixture
 def task_id(engine) -> int:
     with engine.begin() as conn:
-        source_id = conn.execute(
-            insert(Source).values(name="test", kind="demo").returning(Source.id)
-        ).scalar()
+        source_id = conn.execute(insert(Source).values(name="test", kind="demo").returning(Source.id)).scalar()
         material_id = conn.execute(
             insert(Material)
             .values(external_id="mp-149", formula="Si", chemsys="Si", elements=["Si"])
@@ -123,9 +121,7 @@ def test_reinsert_is_idempotent(engine, task_id):
 
     overlapping = [make_frame(task_id, step) for step in range(5, 15)]
     with engine.begin() as conn:
-        partial = copy_insert(
-            conn, Frame, overlapping, FRAME_COLUMNS, conflict_columns=["task_id", "ionic_step"]
-        )
+        partial = copy_insert(conn, Frame, overlapping, FRAME_COLUMNS, conflict_columns=["task_id", "ionic_step"])
     assert (partial.n_inserted, partial.n_already_present) == (5, 5)
     assert count_frames(engine) == 15
 
