@@ -11,6 +11,7 @@ import pytest
 from dask.distributed import Client, LocalCluster
 from sqlalchemy import text
 
+from crossfid.curation.datasets import freeze_dataset
 from crossfid.curation.pipeline import decisions_of, run_curation
 
 #: the rule each injected flaw of the demo generator must be rejected by
@@ -91,7 +92,7 @@ def test_the_demo_corpus_is_rejected_exactly_where_it_was_flawed(demo_engine, de
 
 
 def test_one_worker_and_two_workers_decide_identically(demo_engine, database_url):
-    results = []
+    results, hashes = [], []
     for n in (1, 2):
         with (
             LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
@@ -99,7 +100,9 @@ def test_one_worker_and_two_workers_decide_identically(demo_engine, database_url
         ):
             summary = run_curation(demo_engine, database_url, ["r2SCAN"], client=client, partition_frames=40)
             results.append(decisions_of(demo_engine, summary.run_id))
+            hashes.append(freeze_dataset(demo_engine, summary.run_id, f"workers-{n}").content_hash)
     assert results[0] == results[1] and len(results[0]) > 0
+    assert hashes[0] == hashes[1]
 
 
 def test_a_killed_worker_costs_a_retry_not_a_wrong_result(demo_engine, database_url, cluster):
