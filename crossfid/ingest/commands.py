@@ -212,17 +212,13 @@ def ingest_demo(
 
 
 def _default_demo_settings() -> dict:
+    """The default generation settings as the corpus header records them (JSON types)."""
     import dataclasses
+    import json
 
     from crossfid.ingest import demo
 
-    return json_roundtrip(dataclasses.asdict(demo.DemoSettings()))
-
-
-def json_roundtrip(value):
-    import json
-
-    return json.loads(json.dumps(value))
+    return json.loads(json.dumps(dataclasses.asdict(demo.DemoSettings())))
 
 
 def _generate_demo(path: Path, materials: int, seed: int, workers: int):

@@ -88,15 +88,16 @@ class IngestSummary:
         return self.tasks_already_present + self.references_already_present
 
     def add(self, other: _BatchCounts) -> None:
-        for reason, count in other.reasons.items():
-            self.quarantine_reasons[reason] = self.quarantine_reasons.get(reason, 0) + count
-        self.tasks_added += other.tasks_added
-        self.frames_added += other.frames_added
-        self.references_added += other.references_added
-        self.raw_documents_added += other.raw_documents_added
-        self.tasks_already_present += other.tasks_already_present
-        self.references_already_present += other.references_already_present
-        self.quarantined += other.quarantined
+        for name, value in vars(other).items():
+            if name == "reasons":
+                _merge_counts(self.quarantine_reasons, value)
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
+
+def _merge_counts(into: dict[str, int], other: dict[str, int]) -> None:
+    for key, count in other.items():
+        into[key] = into.get(key, 0) + count
 
 
 @dataclass
@@ -113,8 +114,7 @@ class _BatchCounts:
     def __iadd__(self, other: _BatchCounts) -> _BatchCounts:
         for name, value in vars(other).items():
             if name == "reasons":
-                for reason, count in value.items():
-                    self.reasons[reason] = self.reasons.get(reason, 0) + count
+                _merge_counts(self.reasons, value)
             else:
                 setattr(self, name, getattr(self, name) + value)
         return self

@@ -60,7 +60,7 @@ from crossfid.ingest.records import (
     to_3x3,
 )
 from crossfid.ingest.sourceio import (
-    first_json_byte,
+    first_byte_or_refusal,
     is_missing,
     iter_json_stream,
     open_decompressed,
@@ -122,13 +122,9 @@ def read_matpes(path: str | os.PathLike[str], *, stress_unit: StressUnit = "kbar
 
 def _read_matpes(path: Path, stress_unit: StressUnit) -> Iterator[Record]:
     name = path.name
-    try:
-        first = first_json_byte(path)
-    except Exception as exc:  # noqa: BLE001 - any failure to read is a refusal of the file
-        yield Refusal(name, stream_problem(exc))
-        return
-    if first is None:
-        yield Refusal(name, "file is empty (no JSON document)")
+    first = first_byte_or_refusal(path)
+    if isinstance(first, Refusal):
+        yield first
         return
     if first == b"[":
         for item in iter_json_stream(path, "array"):

@@ -100,11 +100,10 @@ from crossfid.ingest.records import (
     stress_from_vasp_kbar,
 )
 from crossfid.ingest.sourceio import (
-    first_json_byte,
+    first_byte_or_refusal,
     is_missing,
     iter_json_stream,
     reduced_composition,
-    stream_problem,
     structure_arrays,
     to_array,
     to_float,
@@ -143,13 +142,9 @@ def read_mptrj(path: str | os.PathLike[str], fidelity: str, *, run_type: str | N
 
 def _read_mptrj(path: Path, fidelity: str, run_type: str | None) -> Iterator[Record]:
     name = path.name
-    try:
-        first = first_json_byte(path)
-    except Exception as exc:  # noqa: BLE001 - any failure to read is a refusal of the file
-        yield Refusal(name, stream_problem(exc))
-        return
-    if first is None:
-        yield Refusal(name, "file is empty (no JSON document)")
+    first = first_byte_or_refusal(path)
+    if isinstance(first, Refusal):
+        yield first
         return
     if first != b"{":
         what = "a JSON array" if first == b"[" else f"not JSON (starts with {first!r})"

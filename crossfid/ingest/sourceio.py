@@ -288,3 +288,14 @@ def _ends_abruptly(path: str | os.PathLike[str], closing: str) -> bool:
     except OSError:
         return False
     return not tail.endswith(closing.encode())
+
+
+def first_byte_or_refusal(path: Path) -> bytes | Refusal:
+    """The first non-blank byte of a JSON file, or the refusal of the whole file (unreadable or empty)."""
+    try:
+        first = first_json_byte(path)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is a refusal of the file
+        return Refusal(path.name, stream_problem(exc))
+    if first is None:
+        return Refusal(path.name, "file is empty (no JSON document)")
+    return first
