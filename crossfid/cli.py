@@ -22,6 +22,7 @@ import crossfid
 from crossfid.curation.commands import curate
 from crossfid.curation.dataset_commands import dataset_app
 from crossfid.ingest.commands import ingest_app
+from crossfid.referencing.commands import analyze_app, atomref_app
 
 app = typer.Typer(
     name="crossfid",
@@ -35,6 +36,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
 app.command("curate")(curate)
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(atomref_app, name="atomref")
+app.add_typer(analyze_app, name="analyze")
 
 out = Console()
 err = Console(stderr=True)

@@ -502,3 +502,101 @@ CURATION_TABLES: tuple[str, ...] = (
     "split_members",
     "split_subsets",
 )
+
+
+# --------------------------------------------------------------------------- energy referencing (revision 0003)
+
+#: how an AtomRef came to be: fitted on a split part's frames, fitted on reference entries, or shipped with chgnet
+ATOMREF_KINDS = ("split", "entries", "package")
+ANALYSIS_KINDS = ("correlation", "shifts", "importance", "transferability")
+
+
+class AtomRefRow(Base):
+    """Per-element reference energies: ``energies`` holds 94 values (H..Pu, eV/atom), NULL for elements
+    absent from the fit data.
+
+    Rows are immutable once written (a trigger refuses UPDATE); ``values_hash`` is
+    the content identity and ``fit_key`` makes a repeated fit return the same row.
+    """
+
+    __tablename__ = "atomrefs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    fidelities: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    energies: Mapped[list[float | None]] = mapped_column(ARRAY(DOUBLE_PRECISION), nullable=False)
+    values_hash: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    elements: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
+    absent_elements: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
+    unidentifiable_elements: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
+    filled_elements: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
+    fill_from_id: Mapped[int | None] = mapped_column(ForeignKey("atomrefs.id"), index=True)
+    prior_id: Mapped[int | None] = mapped_column(ForeignKey("atomrefs.id"), index=True)
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"), index=True)
+    split_id: Mapped[int | None] = mapped_column(ForeignKey("splits.id"), index=True)
+    part: Mapped[str | None] = mapped_column(Text)
+    dataset_hash: Mapped[str | None] = mapped_column(Text)
+    split_hash: Mapped[str | None] = mapped_column(Text)
+    weighting: Mapped[str | None] = mapped_column(Text)
+    n_frames: Mapped[int | None] = mapped_column(Integer)
+    n_materials: Mapped[int | None] = mapped_column(Integer)
+    rank: Mapped[int | None] = mapped_column(Integer)
+    mae: Mapped[float | None] = mapped_column(Float8)
+    rmse: Mapped[float | None] = mapped_column(Float8)
+    max_abs_error: Mapped[float | None] = mapped_column(Float8)
+    solver: Mapped[str | None] = mapped_column(Text)
+    statistics: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    fit_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    crossfid_version: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[dt.datetime] = created_at()
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('split', 'entries', 'package')", name="kind"),
+        CheckConstraint("cardinality(energies) = 94", name="energies_94"),
+        CheckConstraint("crossfid_all_finite(energies)", name="energies_finite"),
+        CheckConstraint("cardinality(fidelities) > 0", name="has_fidelities"),
+        CheckConstraint(hex64("values_hash"), name="values_hash_hex"),
+        CheckConstraint("weighting IS NULL OR weighting IN ('frame', 'material')", name="weighting"),
+        CheckConstraint("part IS NULL OR part IN ('train', 'val', 'test')", name="part"),
+        CheckConstraint(
+            "kind <> 'split' OR (split_id IS NOT NULL AND part IS NOT NULL AND weighting IS NOT NULL)",
+            name="split_fit_has_split",
+        ),
+        CheckConstraint("mae IS NULL OR mae >= 0", name="mae_nonnegative"),
+    )
+
+
+class CrossFidelityAnalysis(Base):
+    """A stored cross-fidelity analysis: what it compared, with which AtomRefs, its numbers and figures."""
+
+    __tablename__ = "cross_fidelity_analyses"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    source_fidelities: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    target_fidelities: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"), index=True)
+    split_id: Mapped[int | None] = mapped_column(ForeignKey("splits.id"), index=True)
+    source_atomref_id: Mapped[int | None] = mapped_column(ForeignKey("atomrefs.id"), index=True)
+    target_atomref_id: Mapped[int | None] = mapped_column(ForeignKey("atomrefs.id"), index=True)
+    corrections: Mapped[str] = mapped_column(Text, nullable=False, server_default="none")
+    n_materials: Mapped[int] = mapped_column(Integer, nullable=False)
+    input_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    crossfid_version: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[dt.datetime] = created_at()
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('correlation', 'shifts', 'importance', 'transferability')", name="kind"),
+        CheckConstraint("corrections IN ('none', 'stored', 'mp2020', 'both')", name="corrections"),
+        CheckConstraint("cardinality(source_fidelities) > 0 AND cardinality(target_fidelities) > 0", name="fidelities"),
+        CheckConstraint(hex64("input_hash"), name="input_hash_hex"),
+        CheckConstraint("n_materials >= 0", name="n_materials_nonnegative"),
+    )
+
+
+REFERENCING_TABLES: tuple[str, ...] = ("atomrefs", "cross_fidelity_analyses")
