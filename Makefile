@@ -22,6 +22,7 @@ install: $(STAMP)
 DEMO_MATERIALS ?= 24
 
 ## demo: embedded database -> demo corpus (generated or reused) -> ingest -> curate on Dask -> freeze -> split
+##       -> fit the r2SCAN AtomRef -> transferability report and figures
 demo: $(STAMP)
 	$(BIN)/crossfid db init
 	$(BIN)/crossfid ingest demo --materials $(DEMO_MATERIALS) --workers 2
@@ -29,6 +30,9 @@ demo: $(STAMP)
 	    count(*) AS frames, round(avg(n_atoms), 1) AS mean_atoms FROM v_frames GROUP BY fidelity ORDER BY fidelity"
 	$(BIN)/crossfid curate --fidelity r2SCAN --workers 2 --freeze demo-r2scan
 	$(BIN)/crossfid dataset split demo-r2scan --ratios 8:1:1 --seed 0
+	$(BIN)/crossfid atomref fit demo-r2scan
+	$(BIN)/crossfid analyze transferability --source GGA,GGA+U --target demo-r2scan
+	$(BIN)/crossfid analyze importance --source GGA,GGA+U --target r2SCAN --top 8
 	$(BIN)/crossfid db status
 
 ## test: the test suite against real PostgreSQL (embedded; plus CROSSFID_TEST_DATABASE_URL if set)

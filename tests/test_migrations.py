@@ -5,7 +5,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from crossfid.db import migrate
-from crossfid.db.models import CORE_TABLES, CURATION_TABLES, Base
+from crossfid.db.models import CORE_TABLES, CURATION_TABLES, REFERENCING_TABLES, Base
 from crossfid.db.vocabulary import FIDELITY_NAMES
 
 VIEWS = {
@@ -16,6 +16,9 @@ VIEWS = {
     "v_frame_decisions",
     "v_datasets",
     "v_split_summary",
+    "v_atomrefs",
+    "v_atomref_energies",
+    "v_cross_fidelity_analyses",
 }
 
 
@@ -34,9 +37,9 @@ def test_upgrade_downgrade_upgrade_on_empty_database(empty_engine):
     migrate.upgrade(empty_engine)
     assert migrate.current_revision(empty_engine) == migrate.head_revision()
     tables, views, functions = _schema_objects(empty_engine)
-    assert set(CORE_TABLES) | set(CURATION_TABLES) <= tables
+    assert set(CORE_TABLES) | set(CURATION_TABLES) | set(REFERENCING_TABLES) <= tables
     assert views >= VIEWS
-    assert {"crossfid_all_finite", "crossfid_cell_volume", "crossfid_max_force"} <= functions
+    assert {"crossfid_all_finite", "crossfid_cell_volume", "crossfid_max_force", "crossfid_refuse_update"} <= functions
 
     migrate.downgrade(empty_engine, "base")
     assert migrate.current_revision(empty_engine) is None

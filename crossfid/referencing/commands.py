@@ -133,17 +133,22 @@ def list_command() -> None:
             refs = list_atomrefs(session)
     finally:
         engine.dispose()
-    table = Table("id", "name", "kind", "fidelities", "frames", "materials", "elements", "fit MAE")
+    table = Table(title="AtomRefs (fit MAE in meV/atom)")
+    table.add_column("id", no_wrap=True)
+    table.add_column("name", overflow="fold", min_width=16)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("fidelities")
+    table.add_column("fitted on")
+    table.add_column("MAE", no_wrap=True)
     for ref in refs:
+        data = "" if ref.n_frames is None else f"{ref.n_frames:,} frames, {ref.n_materials:,} materials"
         table.add_row(
             str(ref.id),
             ref.name,
             ref.kind,
-            ", ".join(ref.fidelities),
-            "" if ref.n_frames is None else f"{ref.n_frames:,}",
-            "" if ref.n_materials is None else f"{ref.n_materials:,}",
-            str(len(ref.elements)),
-            "" if ref.mae is None else _mev(ref.mae),
+            ",".join(ref.fidelities),
+            data,
+            "" if ref.mae is None else f"{1000 * ref.mae:.1f}",
         )
     console.print(table)
 
@@ -198,12 +203,8 @@ def show(
 
 _SOURCE = Annotated[str, typer.Option("--source", "-s", help="Source fidelity set, e.g. GGA,GGA+U.")]
 _TARGET = Annotated[str, typer.Option("--target", "-t", help="Target fidelity set, e.g. r2SCAN.")]
-_SOURCE_REF = Annotated[
-    str, typer.Option(help="Source AtomRef: auto, fit, or a stored name/id (e.g. chgnet-0.3.0).")
-]
-_TARGET_REF = Annotated[
-    str, typer.Option(help="Target AtomRef: auto, fit, or a stored name/id (e.g. chgnet-r2scan).")
-]
+_SOURCE_REF = Annotated[str, typer.Option(help="Source AtomRef: auto, fit, or a stored name/id (e.g. chgnet-0.3.0).")]
+_TARGET_REF = Annotated[str, typer.Option(help="Target AtomRef: auto, fit, or a stored name/id (e.g. chgnet-r2scan).")]
 _DATASET = Annotated[str | None, typer.Option(help="Only the materials of this dataset (NAME[:VERSION] or id).")]
 _OUT = Annotated[Path | None, typer.Option(help="Directory for figures (default $CROSSFID_HOME/figures).")]
 
