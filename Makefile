@@ -46,6 +46,7 @@ lint: $(STAMP)
 perf: $(STAMP)
 	$(BIN)/python perf/bulk_insert.py
 	$(BIN)/python perf/ingest.py
+	$(BIN)/python perf/atomref.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import crossfid
@@ -217,7 +218,7 @@ def main() -> None:
     except Exception as exc:  # one clear line instead of a traceback
         if state.debug:
             raise
-        err.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -140,3 +140,34 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr and SECRET not in result.stdout + result.stderr
     debug = subprocess.run([*command[:3], "--debug", *command[3:]], env=env, capture_output=True, text=True)
     assert "Traceback" in debug.stderr
+
+
+def _command_paths(group, prefix=()):
+    for name, command in group.commands.items():
+        path = (*prefix, name)
+        yield path
+        if hasattr(command, "commands"):  # a group (typer's own click or the real one)
+            yield from _command_paths(command, path)
+
+
+def test_every_command_has_help_that_renders():
+    import typer.main
+
+    root = typer.main.get_command(app)
+    paths = list(_command_paths(root))
+    assert ("atomref", "fit") in paths and ("analyze", "transferability") in paths
+    runner = CliRunner()
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output, result.exception)
+        assert "Usage" in result.output
+
+
+def test_errors_with_brackets_print_as_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("CROSSFID_HOME", str(tmp_path))
+    monkeypatch.setenv("CROSSFID_DATABASE_URL", "mysql://nobody@localhost/[/x]")
+    result = subprocess.run(
+        [sys.executable, "-m", "crossfid.cli", "sql", "SELECT 1"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1

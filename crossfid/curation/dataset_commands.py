@@ -36,6 +36,10 @@ class Representatives(StrEnum):
     all = "all"
 
 
+#: rich markup would read "[/STRATEGY]" as a closing tag: the brackets are escaped
+SPLIT_HELP = "Split id or DATASET[:VERSION]\\[/STRATEGY]\\[@SEED]."
+
+
 def _engine():
     from crossfid.db.engine import make_engine, resolve_target
     from crossfid.db.migrate import upgrade
@@ -138,7 +142,7 @@ def _print_split(info) -> None:
 
 @dataset_app.command("audit")
 def audit(
-    split_ref: Annotated[str, typer.Argument(metavar="SPLIT", help="Split id or DATASET[:VERSION][/STRATEGY][@SEED].")],
+    split_ref: Annotated[str, typer.Argument(metavar="SPLIT", help=SPLIT_HELP)],
     ltol: Annotated[float, typer.Option(help="StructureMatcher fractional length tolerance.")] = 0.2,
     stol: Annotated[float, typer.Option(help="StructureMatcher site tolerance.")] = 0.3,
     angle_tol: Annotated[float, typer.Option(help="StructureMatcher angle tolerance (degrees).")] = 5.0,
@@ -277,7 +281,7 @@ def show(dataset: Annotated[str, typer.Argument(help="NAME (latest version), NAM
 
 @dataset_app.command("export")
 def export(
-    split_ref: Annotated[str, typer.Argument(metavar="SPLIT", help="Split id or DATASET[:VERSION][/STRATEGY][@SEED].")],
+    split_ref: Annotated[str, typer.Argument(metavar="SPLIT", help=SPLIT_HELP)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.", file_okay=False)] = Path("."),
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="extxyz (MACE, NequIP) or mptrj (CHGNet).")] = (
         ExportFormat.extxyz

@@ -592,7 +592,7 @@ class CrossFidelityAnalysis(Base):
 
     __table_args__ = (
         CheckConstraint("kind IN ('correlation', 'shifts', 'importance', 'transferability')", name="kind"),
-        CheckConstraint("corrections IN ('none', 'stored', 'mp2020', 'both')", name="corrections"),
+        CheckConstraint("corrections IN ('none', 'mp2020', 'both')", name="corrections"),
         CheckConstraint("cardinality(source_fidelities) > 0 AND cardinality(target_fidelities) > 0", name="fidelities"),
         CheckConstraint(hex64("input_hash"), name="input_hash_hex"),
         CheckConstraint("n_materials >= 0", name="n_materials_nonnegative"),

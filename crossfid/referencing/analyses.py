@@ -37,7 +37,7 @@ from crossfid.db.models import CrossFidelityAnalysis, Dataset
 from crossfid.referencing import analysis
 from crossfid.referencing.atomref import fit_atomref, reference_energies
 from crossfid.referencing.corrections import CorrectionInput, mp2020_corrections
-from crossfid.referencing.package_atomrefs import PACKAGE_ATOMREF_FOR_FIDELITY
+from crossfid.referencing.package_atomrefs import package_atomref_for
 from crossfid.referencing.pairs import (
     FidelityEntries,
     PairedEntries,
@@ -49,7 +49,6 @@ from crossfid.referencing.pairs import (
 from crossfid.referencing.store import (
     StoredAtomRef,
     fit_split_atomref,
-    latest_split_atomref,
     resolve_atomref,
     store_entries_fit,
 )
@@ -104,9 +103,9 @@ def choose_atomref(
     if len(entries.material_ids) == 0:
         raise AnalysisError(f"no reference entries at {label(fidelities)} to fit an AtomRef on")
     composition = entries_composition(entries)
-    fit = fit_atomref(composition, entries.energy, groups=entries.material_ids)
+    fit = fit_atomref(composition, entries.label, groups=entries.material_ids)
     determined = fit.n_materials >= WELL_DETERMINED_RATIO * max(fit.rank, 1)
-    package = next((PACKAGE_ATOMREF_FOR_FIDELITY[f] for f in fidelities if f in PACKAGE_ATOMREF_FOR_FIDELITY), None)
+    package = package_atomref_for(fidelities)
     if text == "auto" and not determined and package is not None:
         ref = resolve_atomref(session, package)
         note = (
@@ -121,7 +120,7 @@ def choose_atomref(
         fidelities=fidelities,
         input_hash=input_hash,
         dataset=dataset,
-        provenance={"energy_label": "uncorrected reference-entry energy per atom"},
+        provenance={"energy_label": "reference-entry energy per atom, corrected when stored, else uncorrected"},
     )
     note = f"{label(fidelities)}: AtomRef {stored.name} fitted on {fit.n_materials} reference entries (rank {fit.rank})"
     if not determined:
@@ -134,7 +133,7 @@ def _entries_hash(entries: FidelityEntries) -> str:
     import json
 
     payload = [
-        [m, f, repr(float(e))] for m, f, e in zip(entries.material_ids, entries.fidelity, entries.energy, strict=True)
+        [m, f, repr(float(e))] for m, f, e in zip(entries.material_ids, entries.fidelity, entries.label, strict=True)
     ]
     return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
 
@@ -163,7 +162,7 @@ def _pairs(session: Session, source: Sequence[str], target: Sequence[str], datas
 def _referenced(pairs: PairedEntries, source_ref: StoredAtomRef, target_ref: StoredAtomRef):
     try:
         return analysis.referenced_correlation(
-            pairs.composition, pairs.source.energy, pairs.target.energy, source_ref.values, target_ref.values
+            pairs.composition, pairs.source.label, pairs.target.label, source_ref.values, target_ref.values
         )
     except ValueError as exc:
         raise AnalysisError(f"cannot reference the shared materials: {exc}") from exc
@@ -211,8 +210,8 @@ def _scatter(row: CrossFidelityAnalysis, pairs: PairedEntries, corr, out_dir: Pa
     path = out_dir / f"analysis-{row.id}-{row.kind}-energy-scatter.png"
     plot_energy_scatter(
         path,
-        source=pairs.source.energy,
-        target=pairs.target.energy,
+        source=pairs.source.label,
+        target=pairs.target.label,
         source_referenced=corr.source_referenced,
         target_referenced=corr.target_referenced,
         source_label=pairs.source_label,
@@ -227,8 +226,8 @@ def _correlation_result(pairs: PairedEntries, corr, notes: list[str]) -> dict[st
     result = corr.to_dict()
     result.update(
         material_ids=pairs.material_ids,
-        source_energy=pairs.source.energy.tolist(),
-        target_energy=pairs.target.energy.tolist(),
+        source_energy=pairs.source.label.tolist(),
+        target_energy=pairs.target.label.tolist(),
         notes=notes,
     )
     return result
@@ -287,7 +286,7 @@ def run_shifts(
         ds = _dataset(session, dataset)
         _, _, pairs = _pairs(session, source, target, ds)
         stats = analysis.shift_statistics(
-            pairs.composition, pairs.source.energy, pairs.target.energy, min_count=min_count
+            pairs.composition, pairs.source.label, pairs.target.label, min_count=min_count
         )
         result = stats.to_dict() | {"material_ids": pairs.material_ids}
         row = _store(
@@ -380,7 +379,7 @@ def run_importance(
         s_ref, s_note = choose_atomref(session, source_atomref, source, src, ds)
         t_ref, t_note = choose_atomref(session, target_atomref, target, tgt, ds)
         try:
-            target_f, target_basis = _formation(pairs.composition, pairs.target.energy, tgt, t_ref)
+            target_f, target_basis = _formation(pairs.composition, pairs.target.label, tgt, t_ref)
         except ValueError as exc:
             raise AnalysisError(f"cannot compute {label(target)} formation energies: {exc}") from exc
         result: dict[str, Any] = {"notes": [s_note, t_note], "variants": {}}
@@ -399,7 +398,11 @@ def run_importance(
                 raise AnalysisError(f"cannot compute {label(source)} formation energies: {exc}") from exc
             difference = source_f - target_f[keep]
             importance = analysis.element_importance(
-                pairs.composition[keep], difference, max_depth=max_depth, random_state=random_state
+                pairs.composition[keep],
+                difference,
+                atom_counts=pairs.atom_counts()[keep],
+                max_depth=max_depth,
+                random_state=random_state,
             )
             result["variants"][variant] = importance.to_dict() | {
                 "material_ids": [m for m, k in zip(pairs.material_ids, keep, strict=True) if k],
@@ -456,35 +459,34 @@ def run_transferability(
 
     Defaults: the source AtomRef is the one shipped with chgnet for the source
     fidelity (the base model a transfer starts from), falling back to ``auto``;
-    the target AtomRef is the newest fit on the split's training part, fitted
-    now if there is none.
+    the target AtomRef is the split's default fit (train part, frame-weighted),
+    fitted now if it does not exist yet. When that fit is poorly determined
+    (fewer than two materials per element energy) the correlation uses chgnet's
+    shipped AtomRef of the target fidelity instead, and the note says so.
     """
     out_dir = out_dir or figures_dir()
     with Session(engine) as session:
-        split_row = resolve_split(session, split)
-        split_id = split_row.id
-    target_fit = None
-    if str(target_atomref) == "auto":
-        with Session(engine) as session:
-            target_fit = latest_split_atomref(session, split_id)
-        if target_fit is None:
-            target_fit, _ = fit_split_atomref(engine, split_id)
+        split_id = resolve_split(session, split).id
+    # the default fit of the split (frame-weighted, no fill, no prior): fitted once, then found by its key
+    target_fit = fit_split_atomref(engine, split_id)[0] if str(target_atomref) == "auto" else None
     with Session(engine) as session, session.begin():
         split_row = resolve_split(session, split_id)
         ds = session.get(Dataset, split_row.dataset_id)
         target = list(ds.fidelities)
         src, tgt, pairs = _pairs(session, source, target, ds)
         all_source = load_entries(session, source)
-        if str(source_atomref) == "auto":
-            package = next((PACKAGE_ATOMREF_FOR_FIDELITY[f] for f in source if f in PACKAGE_ATOMREF_FOR_FIDELITY), None)
-            source_atomref = package or "auto"
-        s_ref, s_note = choose_atomref(session, source_atomref, source, all_source)
+        package = package_atomref_for(source)
+        if str(source_atomref) == "auto" and package is not None:
+            s_ref = resolve_atomref(session, package)
+            s_note = f"{label(source)}: AtomRef {s_ref.name}, the base model's, which a transfer starts from"
+        else:
+            s_ref, s_note = choose_atomref(session, source_atomref, source, all_source)
         if target_fit is not None:
             t_ref, t_note = _split_atomref_or_package(session, target_fit, target)
         else:
             t_ref, t_note = choose_atomref(session, target_atomref, target, tgt, ds)
         corr = _referenced(pairs, s_ref, t_ref)
-        shifts = analysis.shift_statistics(pairs.composition, pairs.source.energy, pairs.target.energy)
+        shifts = analysis.shift_statistics(pairs.composition, pairs.source.label, pairs.target.label)
         source_elements = {el for f in all_source.formulas for el in _elements(f)}
         report = analysis.transferability_report(
             source_label=label(source),
@@ -526,7 +528,7 @@ def _split_atomref_or_package(
 ) -> tuple[StoredAtomRef, str]:
     """The split's AtomRef when it is well determined, else chgnet's shipped one for the fidelity (with a note)."""
     rank = max(fit.rank or 1, 1)
-    package = next((PACKAGE_ATOMREF_FOR_FIDELITY[f] for f in fidelities if f in PACKAGE_ATOMREF_FOR_FIDELITY), None)
+    package = package_atomref_for(fidelities)
     if (fit.n_materials or 0) >= WELL_DETERMINED_RATIO * rank or package is None:
         return fit, f"{label(fidelities)}: AtomRef {fit.name} fitted on the split's train part"
     ref = resolve_atomref(session, package)

@@ -70,7 +70,7 @@ def _elements_text(symbols) -> str:
 
 @atomref_app.command("fit")
 def fit(
-    split: Annotated[str, typer.Argument(help="Split: id or DATASET[:VERSION][/STRATEGY][@SEED].")],
+    split: Annotated[str, typer.Argument(help="Split: id or DATASET[:VERSION]\\[/STRATEGY]\\[@SEED].")],
     part: Annotated[str, typer.Option(help="Part of the split to fit on.")] = "train",
     weight: Annotated[
         Weight, typer.Option(help="frame: every frame counts once; material: every material weighs the same.")
@@ -107,15 +107,18 @@ def _print_atomref(ref) -> None:
         _line("data", f"{ref.n_frames:,} frames of {ref.n_materials:,} materials, rank {ref.rank}")
         _line("fit MAE", f"{_mev(ref.mae)} (RMSE {_mev(ref.rmse)}, max {_mev(ref.max_abs_error)})")
     _line("elements", _elements_text(ref.elements))
-    if ref.kind != "package":
-        _line("absent", f"{len(ref.absent)} elements have no value (NULL): applying the AtomRef to them is an error")
+    unfilled = [s for s in ref.absent if s not in set(ref.filled)]
+    if ref.kind == "package" and unfilled:
+        _line("not fitted", f"{_elements_text(unfilled)} (≈0 eV/atom in the model: not in its training data)")
+    elif unfilled:
+        _line("absent", f"{len(unfilled)} elements have no value (NULL): applying the AtomRef to them is an error")
     if ref.unidentifiable:
-        _line(
-            "unidentifiable",
-            f"{' '.join(ref.unidentifiable)}: only their combination is fixed by the data (minimum-norm values)",
-        )
+        prior = ref.provenance.get("prior")
+        how = f"values closest to the prior {prior}" if prior else "minimum-norm values"
+        _line("unidentifiable", f"{' '.join(ref.unidentifiable)}: only their combination is fixed by the data ({how})")
     if ref.filled:
-        _line("filled", f"{_elements_text(ref.filled)} (from {ref.provenance.get('fill_from', 'the fill AtomRef')})")
+        source = ref.provenance.get("fill_from") or "the fill AtomRef"
+        _line("filled", f"{_elements_text(ref.filled)} (from {source})")
     _line("values hash", ref.values_hash)
 
 

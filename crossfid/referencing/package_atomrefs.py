@@ -51,12 +51,23 @@ PACKAGE_ATOMREFS: dict[str, PackageAtomRef] = {
 PACKAGE_ATOMREF_FOR_FIDELITY = {fid: ref.name for ref in PACKAGE_ATOMREFS.values() for fid in ref.fidelities}
 
 
+def package_atomref_for(fidelities) -> str | None:
+    """The shipped AtomRef of the first fidelity in the set that has one (``["GGA", "GGA+U"]`` → chgnet-0.3.0)."""
+    return next((PACKAGE_ATOMREF_FOR_FIDELITY[f] for f in fidelities if f in PACKAGE_ATOMREF_FOR_FIDELITY), None)
+
+
 @functools.cache
 def load_chgnet(model_name: str | None):
     """A shipped CHGNet model (cached per process; ``None`` is v0.3.0)."""
+    import contextlib
+    import io
+
     from chgnet.model import CHGNet
 
-    return CHGNet.load(verbose=False) if model_name is None else CHGNet.load(model_name=model_name, verbose=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # CHGNet.load prints its banner even with verbose=False
+        if model_name is None:
+            return CHGNet.load(verbose=False)
+        return CHGNet.load(model_name=model_name, verbose=False)
 
 
 def package_atomref_values(name: str) -> np.ndarray:

@@ -32,6 +32,16 @@ class FidelityEntries:
     formation: np.ndarray  # as stored by the source, NaN if none
     structures: list[dict | None]
     hubbards: list[dict | None]
+    n_atoms: np.ndarray  # atoms in the entry's cell (NaN if unknown)
+
+    @property
+    def label(self) -> np.ndarray:
+        """The energy an analysis compares (eV/atom): corrected when stored, else uncorrected.
+
+        This is CHGNet's training label (MPtrj was fitted on MP2020-corrected
+        energies), so energies and shipped AtomRefs are on the same footing.
+        """
+        return np.where(np.isfinite(self.corrected), self.corrected, self.energy)
 
     def index(self) -> dict[str, int]:
         return {m: i for i, m in enumerate(self.material_ids)}
@@ -41,7 +51,7 @@ _ENTRIES_SQL = text(
     """
     SELECT DISTINCT ON (r.material_id)
            m.external_id, m.formula, r.fidelity, r.energy_per_atom, r.corrected_energy_per_atom,
-           r.formation_energy_per_atom, r.structure, t.hubbards
+           r.formation_energy_per_atom, r.structure, t.hubbards, r.n_atoms
     FROM reference_entries r
     JOIN materials m ON m.id = r.material_id
     LEFT JOIN tasks t ON t.id = r.task_id
@@ -70,6 +80,7 @@ def load_entries(session: Session, fidelities: Sequence[str], dataset_id: int | 
         formation=np.array([_nan(r[5]) for r in rows]),
         structures=[r[6] for r in rows],
         hubbards=[r[7] for r in rows],
+        n_atoms=np.array([_nan(r[8]) for r in rows]),
     )
 
 
@@ -92,19 +103,31 @@ class PairedEntries:
         return self.source.material_ids
 
     def input_hash(self) -> str:
-        """SHA-256 of what an analysis of these pairs reads: ids, fidelities and energies at full precision."""
+        """SHA-256 of what an analysis of these pairs reads: ids, fidelities, energies (full precision)."""
         payload = [
-            [m, sf, tf, repr(float(se)), repr(float(te))]
-            for m, sf, tf, se, te in zip(
+            [m, sf, tf, repr(float(se)), repr(float(sc)), repr(float(te)), repr(float(tc))]
+            for m, sf, tf, se, sc, te, tc in zip(
                 self.material_ids,
                 self.source.fidelity,
                 self.target.fidelity,
                 self.source.energy,
+                self.source.corrected,
                 self.target.energy,
+                self.target.corrected,
                 strict=True,
             )
         ]
         return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+    def atom_counts(self) -> np.ndarray:
+        """Atoms of each element per material (n, 94): fractions × the entry's atoms (formula units if unknown)."""
+        n_atoms = np.where(np.isfinite(self.source.n_atoms), self.source.n_atoms, self.target.n_atoms)
+        if not np.isfinite(n_atoms).all():
+            from pymatgen.core import Composition
+
+            formula_atoms = np.array([Composition(f).num_atoms for f in self.source.formulas])
+            n_atoms = np.where(np.isfinite(n_atoms), n_atoms, formula_atoms)
+        return self.composition * n_atoms[:, None]
 
 
 def _take(entries: FidelityEntries, ids: Iterable[str]) -> FidelityEntries:
@@ -119,6 +142,7 @@ def _take(entries: FidelityEntries, ids: Iterable[str]) -> FidelityEntries:
         formation=entries.formation[idx],
         structures=[entries.structures[i] for i in idx],
         hubbards=[entries.hubbards[i] for i in idx],
+        n_atoms=entries.n_atoms[idx],
     )
 
 

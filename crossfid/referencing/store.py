@@ -38,6 +38,9 @@ from crossfid.referencing.atomref import (
 from crossfid.referencing.composition import composition_matrix
 from crossfid.referencing.package_atomrefs import PACKAGE_ATOMREFS, chgnet_version, package_atomref_values
 
+#: a shipped AtomRef value this close to 0 eV/atom was never fitted (the element was not in its training data)
+UNFITTED_BELOW = 1e-6
+
 #: bump when the fit or its inputs change meaning, so old fit keys no longer match
 FIT_VERSION = 1
 ENERGY_LABEL = "corrected energy per atom when present, else uncorrected (CHGNet's training label)"
@@ -127,9 +130,14 @@ def ensure_package_atomref(session: Session, name: str) -> StoredAtomRef:
     model changed), that is an error rather than a silent switch.
     """
     ref = PACKAGE_ATOMREFS[name]
+    row = session.scalars(select(AtomRefRow).where(AtomRefRow.name == name)).one_or_none()
+    if row is not None and row.provenance.get("chgnet_version") == chgnet_version():
+        return _stored(session, row)  # registered from this chgnet: no need to load the model again
     values = package_atomref_values(name)
     digest = values_hash(values)
-    present = [s for s, v in zip(_symbols(), values, strict=True) if np.isfinite(v) and v != 0.0]
+    fitted = np.isfinite(values) & (np.abs(values) > UNFITTED_BELOW)
+    present = [s for s, ok in zip(_symbols(), fitted, strict=True) if ok]
+    absent = [s for s, ok in zip(_symbols(), fitted, strict=True) if not ok]
     stmt = (
         insert(AtomRefRow)
         .values(
@@ -139,6 +147,7 @@ def ensure_package_atomref(session: Session, name: str) -> StoredAtomRef:
             energies=values_to_list(values),
             values_hash=digest,
             elements=present,
+            absent_elements=absent,
             solver="shipped with chgnet",
             provenance={
                 "description": ref.description,
@@ -196,17 +205,6 @@ def resolve_atomref(session: Session, ref: str | int) -> StoredAtomRef:
 def list_atomrefs(session: Session) -> list[StoredAtomRef]:
     rows = session.scalars(select(AtomRefRow).order_by(AtomRefRow.id)).all()
     return [_stored(session, row) for row in rows]
-
-
-def latest_split_atomref(session: Session, split_id: int, part: str = "train") -> StoredAtomRef | None:
-    """The newest AtomRef fitted on a split's part, if any."""
-    row = session.scalars(
-        select(AtomRefRow)
-        .where(AtomRefRow.split_id == split_id, AtomRefRow.part == part, AtomRefRow.kind == "split")
-        .order_by(AtomRefRow.id.desc())
-        .limit(1)
-    ).one_or_none()
-    return None if row is None else _stored(session, row)
 
 
 # --------------------------------------------------------------------------- fitting on a split
@@ -302,7 +300,7 @@ def fit_split_atomref(
             groups=data.materials,
             weighting=weighting,
             prior=None if pri is None else pri.values,
-            fill=None if fill is None else fill.values,
+            fill=None if fill is None else _fill_values(fill),
         )
         extra = "".join(f"/{label}-{ref.name}" for label, ref in (("fill", fill), ("prior", pri)) if ref)
         row_name = name or _default_name(dataset, split, part, weighting, extra)
@@ -328,6 +326,14 @@ def fit_split_atomref(
         return _stored(session, row), True
 
 
+def _fill_values(fill: StoredAtomRef) -> np.ndarray:
+    """A fill AtomRef's values with its own absent elements as NaN, so they are never copied as zeros."""
+    values = fill.values.copy()
+    for symbol in fill.absent:
+        values[_symbols().index(symbol)] = np.nan
+    return values
+
+
 def store_entries_fit(
     session: Session,
     fit: AtomRefFit,
@@ -342,7 +348,7 @@ def store_entries_fit(
     existing = session.scalars(select(AtomRefRow).where(AtomRefRow.fit_key == key)).one_or_none()
     if existing is not None:
         return _stored(session, existing)
-    name = f"entries:{'+'.join(fidelities)}:{input_hash[:12]}"
+    name = f"entries:{'/'.join(fidelities)}:{input_hash[:12]}"
     row = _insert_fit(
         session,
         fit,

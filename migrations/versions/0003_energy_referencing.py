@@ -45,10 +45,11 @@ VIEWS = {
                round((a.mae * 1000)::numeric, 3) AS mae_mev_per_atom,
                round((a.rmse * 1000)::numeric, 3) AS rmse_mev_per_atom,
                a.absent_elements, a.unidentifiable_elements, a.filled_elements,
-               f.name AS filled_from, a.values_hash, a.dataset_hash, a.split_hash, a.created_at
+               f.name AS filled_from, p.name AS prior, a.values_hash, a.dataset_hash, a.split_hash, a.created_at
         FROM atomrefs a
         LEFT JOIN datasets d ON d.id = a.dataset_id
         LEFT JOIN atomrefs f ON f.id = a.fill_from_id
+        LEFT JOIN atomrefs p ON p.id = a.prior_id
         """,
     ),
     "v_atomref_energies": (
@@ -160,7 +161,7 @@ def upgrade() -> None:
         sa.Column("crossfid_version", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint(
-            "corrections IN ('none', 'stored', 'mp2020', 'both')", name=op.f("ck_cross_fidelity_analyses_corrections")
+            "corrections IN ('none', 'mp2020', 'both')", name=op.f("ck_cross_fidelity_analyses_corrections")
         ),
         sa.CheckConstraint(
             "kind IN ('correlation', 'shifts', 'importance', 'transferability')",
