@@ -490,14 +490,14 @@ def run_transferability(
         source_elements = {el for f in all_source.formulas for el in _elements(f)}
         report = analysis.transferability_report(
             source_label=label(source),
-            target_label=f"{label(target)} ({ds.name}:{ds.version})",
+            target_label=label(target),
             correlation=corr,
             shifts=shifts,
             source_elements=source_elements,
             target_elements=set(ds.elements),
             model_accuracy=model_accuracy,
         )
-        notes = [s_note, t_note]
+        notes = [f"target dataset {ds.name}:{ds.version}, split {split_id}", s_note, t_note]
         result = report.to_dict() | {
             "raw": corr.raw.to_dict(),
             "referenced": corr.referenced.to_dict(),
