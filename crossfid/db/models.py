@@ -506,10 +506,6 @@ CURATION_TABLES: tuple[str, ...] = (
 
 # --------------------------------------------------------------------------- energy referencing (revision 0003)
 
-#: how an AtomRef came to be: fitted on a split part's frames, fitted on reference entries, or shipped with chgnet
-ATOMREF_KINDS = ("split", "entries", "package")
-ANALYSIS_KINDS = ("correlation", "shifts", "importance", "transferability")
-
 
 class AtomRefRow(Base):
     """Per-element reference energies: ``energies`` holds 94 values (H..Pu, eV/atom), NULL for elements

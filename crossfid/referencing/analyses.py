@@ -19,14 +19,15 @@ Which AtomRef is "each fidelity's own" (``--source-atomref`` / ``--target-atomre
 
 from __future__ import annotations
 
-import logging
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 import crossfid
@@ -52,8 +53,6 @@ from crossfid.referencing.store import (
     resolve_atomref,
     store_entries_fit,
 )
-
-log = logging.getLogger(__name__)
 
 #: a fit on reference entries is trusted for "auto" when materials ≥ this × identified element energies
 WELL_DETERMINED_RATIO = 2.0
@@ -129,9 +128,7 @@ def choose_atomref(
 
 
 def _entries_hash(entries: FidelityEntries) -> str:
-    import hashlib
-    import json
-
+    """SHA-256 of the entries an AtomRef fit reads (material, fidelity, energy label at full precision)."""
     payload = [
         [m, f, repr(float(e))] for m, f, e in zip(entries.material_ids, entries.fidelity, entries.label, strict=True)
     ]
@@ -563,10 +560,9 @@ def _outcome(row, pairs, s_ref=None, t_ref=None, notes=(), report=None) -> Analy
 
 
 def get_analysis(engine: Engine, analysis_id: int) -> CrossFidelityAnalysis:
+    """A stored analysis row, detached from its session."""
     with Session(engine) as session:
-        row = session.scalars(
-            select(CrossFidelityAnalysis).where(CrossFidelityAnalysis.id == analysis_id)
-        ).one_or_none()
+        row = session.get(CrossFidelityAnalysis, analysis_id)
         if row is None:
             raise AnalysisError(f"no cross-fidelity analysis with id {analysis_id}")
         session.expunge(row)

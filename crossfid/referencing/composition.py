@@ -75,9 +75,3 @@ def composition_matrix(atomic_numbers: Iterable[Sequence[int]]) -> np.ndarray:
     """Stack the composition fractions of many structures: shape (n_structures, 94)."""
     rows = [fractions_from_atomic_numbers(z) for z in atomic_numbers]
     return np.vstack(rows) if rows else np.zeros((0, N_ELEMENTS))
-
-
-def elements_present(matrix: np.ndarray) -> list[str]:
-    """Symbols of the elements that occur in any row of a composition matrix."""
-    present = np.asarray(matrix).any(axis=0)
-    return [SYMBOLS[j] for j in np.flatnonzero(present)]

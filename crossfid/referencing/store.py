@@ -35,7 +35,7 @@ from crossfid.referencing.atomref import (
     values_hash,
     values_to_list,
 )
-from crossfid.referencing.composition import composition_matrix
+from crossfid.referencing.composition import SYMBOLS, column_of, composition_matrix
 from crossfid.referencing.package_atomrefs import PACKAGE_ATOMREFS, chgnet_version, package_atomref_values
 
 #: a shipped AtomRef value this close to 0 eV/atom was never fitted (the element was not in its training data)
@@ -136,8 +136,8 @@ def ensure_package_atomref(session: Session, name: str) -> StoredAtomRef:
     values = package_atomref_values(name)
     digest = values_hash(values)
     fitted = np.isfinite(values) & (np.abs(values) > UNFITTED_BELOW)
-    present = [s for s, ok in zip(_symbols(), fitted, strict=True) if ok]
-    absent = [s for s, ok in zip(_symbols(), fitted, strict=True) if not ok]
+    present = [s for s, ok in zip(SYMBOLS, fitted, strict=True) if ok]
+    absent = [s for s, ok in zip(SYMBOLS, fitted, strict=True) if not ok]
     stmt = (
         insert(AtomRefRow)
         .values(
@@ -173,12 +173,6 @@ def ensure_package_atomref(session: Session, name: str) -> StoredAtomRef:
 def ensure_package_atomrefs(session: Session) -> list[StoredAtomRef]:
     """Register both shipped AtomRefs."""
     return [ensure_package_atomref(session, name) for name in PACKAGE_ATOMREFS]
-
-
-def _symbols() -> tuple[str, ...]:
-    from crossfid.referencing.composition import SYMBOLS
-
-    return SYMBOLS
 
 
 # --------------------------------------------------------------------------- resolving
@@ -330,7 +324,7 @@ def _fill_values(fill: StoredAtomRef) -> np.ndarray:
     """A fill AtomRef's values with its own absent elements as NaN, so they are never copied as zeros."""
     values = fill.values.copy()
     for symbol in fill.absent:
-        values[_symbols().index(symbol)] = np.nan
+        values[column_of(symbol)] = np.nan
     return values
 
 
