@@ -24,6 +24,7 @@ from crossfid.curation.commands import curate
 from crossfid.curation.dataset_commands import dataset_app
 from crossfid.ingest.commands import ingest_app
 from crossfid.referencing.commands import analyze_app, atomref_app
+from crossfid.training.commands import plots_app, runs_app, train
 
 app = typer.Typer(
     name="crossfid",
@@ -39,6 +40,9 @@ app.command("curate")(curate)
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(atomref_app, name="atomref")
 app.add_typer(analyze_app, name="analyze")
+app.command("train")(train)
+app.add_typer(runs_app, name="runs")
+app.add_typer(plots_app, name="plots")
 
 out = Console()
 err = Console(stderr=True)

@@ -596,3 +596,136 @@ class CrossFidelityAnalysis(Base):
 
 
 REFERENCING_TABLES: tuple[str, ...] = ("atomrefs", "cross_fidelity_analyses")
+
+
+# --------------------------------------------------------------------------- training, model registry (revision 0004)
+
+
+class ModelRow(Base):
+    """A registered model: a CHGNet shipped with chgnet (a base model) or weights a training run wrote."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    family: Mapped[str] = mapped_column(Text, nullable=False, server_default="CHGNet")
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    role: Mapped[str] = mapped_column(Text, nullable=False)
+    fidelities: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    sha256: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_runs.id", ondelete="SET NULL", use_alter=True), index=True
+    )
+    atomref_id: Mapped[int | None] = mapped_column(ForeignKey("atomrefs.id"), index=True)
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    n_parameters: Mapped[int] = mapped_column(Integer, nullable=False)
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    created_at: Mapped[dt.datetime] = created_at()
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('package', 'trained')", name="kind"),
+        CheckConstraint("role IN ('base', 'best', 'last')", name="role"),
+        CheckConstraint(hex64("sha256"), name="sha256_hex"),
+        CheckConstraint("kind <> 'trained' OR run_id IS NOT NULL", name="trained_has_run"),
+        CheckConstraint("cardinality(fidelities) > 0", name="has_fidelities"),
+        CheckConstraint("n_parameters > 0", name="n_parameters_positive"),
+    )
+
+
+class TrainingRun(Base):
+    """One fine-tuning (or from-scratch) run of CHGNet on a split, with everything it was made from."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    method: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False, index=True)
+    split_id: Mapped[int] = mapped_column(ForeignKey("splits.id"), nullable=False, index=True)
+    split_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    dataset_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    subset_size: Mapped[int | None] = mapped_column(Integer)
+    subset_hash: Mapped[str | None] = mapped_column(Text)
+    atomref_id: Mapped[int | None] = mapped_column(ForeignKey("atomrefs.id"), index=True)
+    fidelities: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    targets: Mapped[str] = mapped_column(Text, nullable=False)
+    warnings: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
+    device: Mapped[str] = mapped_column(Text, nullable=False)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="running")
+    n_train: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_val: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_test: Mapped[int] = mapped_column(Integer, nullable=False)
+    epochs_completed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    best_epoch: Mapped[int | None] = mapped_column(Integer)
+    best_val_energy_mae: Mapped[float | None] = mapped_column(Float8)
+    test_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    graph_cache: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    checkpoint_dir: Mapped[str] = mapped_column(Text, nullable=False)
+    versions: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    host: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(
+            "method IN ('scratch', 'tl-trainable-atomref', 'tl-frozen-atomref', 'tl-refit-atomref')", name="method"
+        ),
+        CheckConstraint("status IN ('running', 'completed', 'failed', 'interrupted')", name="status"),
+        CheckConstraint(hex64("split_hash"), name="split_hash_hex"),
+        CheckConstraint(hex64("dataset_hash"), name="dataset_hash_hex"),
+        CheckConstraint("subset_size IS NULL OR subset_size > 0", name="subset_size_positive"),
+        CheckConstraint("n_train > 0 AND n_val >= 0 AND n_test >= 0", name="sizes"),
+        CheckConstraint("epochs_completed >= 0", name="epochs_completed_nonnegative"),
+        CheckConstraint("targets <> '' AND ltrim(targets, 'efsm') = ''", name="targets"),
+    )
+
+
+class TrainingEpoch(Base):
+    """Metrics of one completed epoch: MAEs in meV/atom (energy), meV/Å (force), GPa (stress), μB (magmom)."""
+
+    __tablename__ = "training_epochs"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("training_runs.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    train_energy_mae: Mapped[float | None] = mapped_column(Float8)
+    train_force_mae: Mapped[float | None] = mapped_column(Float8)
+    train_stress_mae: Mapped[float | None] = mapped_column(Float8)
+    train_magmom_mae: Mapped[float | None] = mapped_column(Float8)
+    train_loss: Mapped[float | None] = mapped_column(Float8)
+    val_energy_mae: Mapped[float | None] = mapped_column(Float8)
+    val_force_mae: Mapped[float | None] = mapped_column(Float8)
+    val_stress_mae: Mapped[float | None] = mapped_column(Float8)
+    val_magmom_mae: Mapped[float | None] = mapped_column(Float8)
+    val_loss: Mapped[float | None] = mapped_column(Float8)
+    learning_rate: Mapped[float] = mapped_column(Float8, nullable=False)
+    seconds: Mapped[float] = mapped_column(Float8, nullable=False)
+    compute_seconds: Mapped[float] = mapped_column(Float8, nullable=False)  # forward, backward, optimiser step
+    val_seconds: Mapped[float] = mapped_column(Float8, nullable=False)  # validation
+    other_seconds: Mapped[float] = mapped_column(Float8, nullable=False)  # batching, moving data, metrics
+    created_at: Mapped[dt.datetime] = created_at()
+
+    __table_args__ = (CheckConstraint("epoch > 0", name="epoch_positive"),)
+
+
+class TrainingGradient(Base):
+    """Range of |gradient| of a named layer at one optimiser step of the first epoch (the study's Fig. 3a)."""
+
+    __tablename__ = "training_gradients"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("training_runs.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    layer: Mapped[str] = mapped_column(Text, primary_key=True)
+    parameter: Mapped[str] = mapped_column(Text, nullable=False)
+    fraction: Mapped[float] = mapped_column(Float8, nullable=False)
+    abs_min: Mapped[float] = mapped_column(Float8, nullable=False)
+    abs_max: Mapped[float] = mapped_column(Float8, nullable=False)
+    abs_mean: Mapped[float] = mapped_column(Float8, nullable=False)
+
+    __table_args__ = (CheckConstraint("abs_min <= abs_mean AND abs_mean <= abs_max", name="ordered"),)
+
+
+TRAINING_TABLES: tuple[str, ...] = ("models", "training_runs", "training_epochs", "training_gradients")
