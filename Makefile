@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 DEMO_MATERIALS ?= 24
+DEMO_EPOCHS ?= 2
 
 ## demo: embedded database -> demo corpus (generated or reused) -> ingest -> curate on Dask -> freeze -> split
 ##       -> fit the r2SCAN AtomRef -> transferability report and figures
+##       -> train methods 3, 4 and 1 briefly on CPU -> their test MAEs from the database
 demo: $(STAMP)
 	$(BIN)/crossfid db init
 	$(BIN)/crossfid ingest demo --materials $(DEMO_MATERIALS) --workers 2
@@ -33,6 +35,10 @@ demo: $(STAMP)
 	$(BIN)/crossfid atomref fit demo-r2scan
 	$(BIN)/crossfid analyze transferability --source GGA,GGA+U --target demo-r2scan
 	$(BIN)/crossfid analyze importance --source GGA,GGA+U --target r2SCAN --top 8
+	$(BIN)/crossfid train --split demo-r2scan --method tl-frozen-atomref --epochs $(DEMO_EPOCHS) --batch-size 16
+	$(BIN)/crossfid train --split demo-r2scan --method tl-refit-atomref --epochs $(DEMO_EPOCHS) --batch-size 16
+	$(BIN)/crossfid train --split demo-r2scan --method scratch --epochs $(DEMO_EPOCHS) --batch-size 16
+	$(BIN)/crossfid runs list
 	$(BIN)/crossfid db status
 
 ## test: the test suite against real PostgreSQL (embedded; plus CROSSFID_TEST_DATABASE_URL if set)
@@ -47,6 +53,7 @@ perf: $(STAMP)
 	$(BIN)/python perf/bulk_insert.py
 	$(BIN)/python perf/ingest.py
 	$(BIN)/python perf/atomref.py
+	$(BIN)/python perf/train.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -140,7 +140,7 @@ def list_runs(
     result = run_read_only(
         resolve_target().libpq_url,
         "SELECT id, method, dataset, split_id, subset_size, base_model, atomref, status, epochs_completed, epochs, "
-        "round(test_energy_mae::numeric, 2) AS test_e, round(test_force_mae::numeric, 1) AS test_f, "
+        "round(test_energy_mae::numeric, 1) AS test_e, round(test_force_mae::numeric, 1) AS test_f, "
         "round(test_stress_mae::numeric, 3) AS test_s, round(test_magmom_mae::numeric, 3) AS test_m "
         "FROM v_training_runs ORDER BY id",
         timeout_s=60,
@@ -156,10 +156,28 @@ def list_runs(
         writer.writerow(result.columns)
         writer.writerows(result.rows)
         return
-    table = Table(*result.columns, title="training runs (test MAEs: meV/atom, meV/Å, GPa, μB)")
+    table = Table(title="training runs (--format json for all columns)")
+    for name in ("id", "method", "epochs", "E", "F", "S", "M"):
+        table.add_column(name, no_wrap=True, justify="right" if len(name) == 1 else "left")
+    col = {name: i for i, name in enumerate(result.columns)}
     for row in result.rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+
+        def cell(name: str, row=row) -> str:
+            value = row[col[name]]
+            return "" if value is None else str(value)
+
+        table.add_row(
+            cell("id"),
+            cell("method"),
+            f"{cell('epochs_completed')}/{cell('epochs')}"
+            + ("" if cell("status") == "completed" else f" {cell('status')}"),
+            cell("test_e"),
+            cell("test_f"),
+            cell("test_s"),
+            cell("test_m"),
+        )
     console.print(table)
+    console.print("[dim]test MAEs of the best weights: E meV/atom, F meV/Å, S GPa, M μB[/]")
 
 
 @runs_app.command("show")

@@ -54,7 +54,9 @@ def set_up_model(method: str, base_model: Any, target_atomref: np.ndarray | None
     ``target_atomref``: the 94 target-fidelity AtomRef energies (eV/atom), required
     by ``scratch`` and ``tl-refit-atomref``.
     """
+    import contextlib
     import copy
+    import io
 
     import torch
     from chgnet.model import CHGNet
@@ -65,7 +67,8 @@ def set_up_model(method: str, base_model: Any, target_atomref: np.ndarray | None
         raise MethodError(f"method {method} needs the target AtomRef")
     if method == "scratch":
         torch.manual_seed(seed)
-        model = CHGNet(**base_model.todict()["model_args"])
+        with contextlib.redirect_stdout(io.StringIO()):  # CHGNet() prints a banner
+            model = CHGNet(**base_model.todict()["model_args"])
     else:
         model = copy.deepcopy(base_model)
     for parameter in model.parameters():
