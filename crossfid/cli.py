@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import crossfid
+from crossfid.benchmarks.commands import benchmark_app, leaderboard_app
 from crossfid.curation.commands import curate
 from crossfid.curation.dataset_commands import dataset_app
 from crossfid.ingest.commands import ingest_app
@@ -43,6 +44,8 @@ app.add_typer(analyze_app, name="analyze")
 app.command("train")(train)
 app.add_typer(runs_app, name="runs")
 app.add_typer(plots_app, name="plots")
+app.add_typer(leaderboard_app, name="leaderboard")
+app.add_typer(benchmark_app, name="benchmark")
 
 out = Console()
 err = Console(stderr=True)

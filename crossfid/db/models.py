@@ -39,6 +39,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -729,3 +730,80 @@ class TrainingGradient(Base):
 
 
 TRAINING_TABLES: tuple[str, ...] = ("models", "training_runs", "training_epochs", "training_gradients")
+
+
+# --------------------------------------------------------------------------- benchmarks (revision 0005)
+
+
+class BenchmarkRun(Base):
+    """One benchmark of one model on one piece of benchmark data; ``key`` says exactly what was computed.
+
+    ``key`` = SHA-256 over (benchmark, version, model weights sha256, data hash,
+    parameters): a leaderboard refresh runs a (model × benchmark) pair only when
+    no completed run has its current key, so a cell is never silently stale.
+    """
+
+    __tablename__ = "benchmark_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    benchmark: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    model_sha256: Mapped[str | None] = mapped_column(Text)
+    method: Mapped[str | None] = mapped_column(Text)
+    split_id: Mapped[int | None] = mapped_column(ForeignKey("splits.id"), index=True)
+    data_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    key: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="running")
+    n_structures: Mapped[int | None] = mapped_column(Integer)
+    n_failed: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    crossfid_version: Mapped[str] = mapped_column(Text, nullable=False)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'completed', 'failed')", name="status"),
+        CheckConstraint(hex64("key"), name="key_hex"),
+        CheckConstraint(hex64("data_hash"), name="data_hash_hex"),
+        CheckConstraint("model_id IS NOT NULL OR method IS NOT NULL", name="has_subject"),
+        Index(
+            "uq_benchmark_runs_key_completed",
+            "key",
+            unique=True,
+            postgresql_where=text("status = 'completed'"),
+        ),
+    )
+
+
+class BenchmarkMetric(Base):
+    """One number of a benchmark run: name, value, unit and how many items it is over."""
+
+    __tablename__ = "benchmark_metrics"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("benchmark_runs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float8)
+    unit: Mapped[str] = mapped_column(Text, nullable=False)
+    n: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __table_args__ = (CheckConstraint(finite("value"), name="value_finite"),)
+
+
+class BenchmarkItem(Base):
+    """The result for one structure (or material) of a benchmark run, or why it failed."""
+
+    __tablename__ = "benchmark_items"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("benchmark_runs.id", ondelete="CASCADE"), primary_key=True)
+    item: Mapped[str] = mapped_column(Text, primary_key=True)
+    ok: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    failure: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+
+    __table_args__ = (CheckConstraint("ok OR failure IS NOT NULL", name="failure_has_reason"),)
+
+
+BENCHMARK_TABLES: tuple[str, ...] = ("benchmark_runs", "benchmark_metrics", "benchmark_items")

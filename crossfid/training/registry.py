@@ -8,7 +8,9 @@ chgnet's own checkpoint layout (``{"model": model.as_dict(), ...}``), so
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +129,8 @@ def load_registered_model(row: ModelRow, device: str = "cpu") -> Any:
             raise RegistryError(f"model {row.name}: weights file {path} is missing")
         if file_sha256(path) != row.sha256:
             raise RegistryError(f"model {row.name}: {path} no longer matches its registered sha256")
-        model = CHGNet.from_file(str(path))
+        with contextlib.redirect_stdout(io.StringIO()):  # CHGNet() prints a banner
+            model = CHGNet.from_file(str(path))
     return model.to(device)
 
 

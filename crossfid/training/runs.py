@@ -24,9 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
-import signal
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from crossfid.db.models import Dataset, SplitMember, SplitSubset, TrainingEpoch,
 from crossfid.referencing.composition import SYMBOLS
 from crossfid.referencing.package_atomrefs import chgnet_version, package_atomref_for
 from crossfid.referencing.store import StoredAtomRef, fit_split_atomref, resolve_atomref
+from crossfid.signals import stop_on_signals
 from crossfid.training.data import available_targets, frame_targets, load_split_frames, validate_frames
 from crossfid.training.graph_cache import GraphCache, cache_root
 from crossfid.training.hyperparameters import Hyperparameters
@@ -234,22 +233,6 @@ def _save_checkpoint(path: Path, model: Any, state: TrainState) -> None:
     os.replace(tmp, path)
 
 
-def _stop_on_signals() -> tuple[Callable[[], bool], Callable[[], None]]:
-    """A should_stop() that turns true on SIGTERM/SIGINT, and a function restoring the old handlers."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        return stop.is_set, lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in previous:
-        signal.signal(sig, lambda *_: stop.set())
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return stop.is_set, restore
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -360,7 +343,9 @@ def run_training(engine: Engine, run_id: int, *, resume: bool = False) -> RunSum
             save_weights(model, checkpoint_dir / "best.pt", {"run_id": run_id, "epoch": result.epoch})
         _save_checkpoint(last, model, current)
 
-    should_stop, restore = _stop_on_signals()
+    stop = threading.Event()
+    restore = stop_on_signals(stop)
+    should_stop = stop.is_set
     try:
         state = train(
             model,

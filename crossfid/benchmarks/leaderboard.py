@@ -1,0 +1,206 @@
+"""The leaderboard: refresh what is missing or stale, read the ``leaderboard`` view, refresh on a schedule.
+
+``refresh`` runs exactly the (registered model × benchmark) pairs whose current
+key (benchmark version, model weights, benchmark data, parameters) has no
+completed run. It holds a PostgreSQL advisory lock for its whole duration, so a
+second refresh started meanwhile waits and then finds nothing to do. A pair
+that fails is recorded as a failed run with its error and the others go on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session
+
+from crossfid.benchmarks.store import completed_run, fail_run, finish_run, run_key, start_run
+from crossfid.benchmarks.suite import Context, default_benchmarks
+from crossfid.curation.splits import resolve_split
+from crossfid.db.models import ModelRow
+from crossfid.signals import stop_on_signals
+from crossfid.training.registry import PACKAGE_MODELS, ensure_package_model
+
+log = logging.getLogger(__name__)
+
+#: pg_advisory_lock key of the leaderboard refresh ("crossfid-leaderboard")
+REFRESH_LOCK_KEY = 0x63665F6C64627264
+
+
+@dataclass
+class RefreshSummary:
+    ran: list[tuple[str, str, int]] = field(default_factory=list)  # (model, benchmark, run id)
+    fresh: list[tuple[str, str, int]] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (model, benchmark, error)
+
+
+def leaderboard_models(session: Session) -> list[ModelRow]:
+    """The models on the leaderboard: chgnet's shipped base models and every run's best weights."""
+    for name in PACKAGE_MODELS:
+        ensure_package_model(session, name)
+    return list(
+        session.scalars(select(ModelRow).where(ModelRow.role.in_(("base", "best"))).order_by(ModelRow.id)).all()
+    )
+
+
+def refresh(
+    engine: Engine,
+    split: str | int,
+    *,
+    benchmarks: dict[str, Any] | None = None,
+    only: list[str] | None = None,
+    models: list[str] | None = None,
+    client: Any | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> RefreshSummary:
+    """Run every missing or stale (model × benchmark) pair on ``split``'s benchmark data; idempotent."""
+    suite = benchmarks or default_benchmarks()
+    if only:
+        unknown = sorted(set(only) - set(suite))
+        if unknown:
+            raise ValueError(f"unknown benchmarks {', '.join(unknown)}; known: {', '.join(suite)}")
+        suite = {name: suite[name] for name in only}
+    summary = RefreshSummary()
+    with engine.connect() as lock:
+        lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": REFRESH_LOCK_KEY})
+        lock.commit()
+        try:
+            _refresh_locked(engine, split, suite, models, client, progress, summary)
+        finally:
+            lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": REFRESH_LOCK_KEY})
+            lock.commit()
+    return summary
+
+
+def _refresh_locked(engine, split, suite, model_names, client, progress, summary: RefreshSummary) -> None:
+    with Session(engine) as session, session.begin():
+        split_id = resolve_split(session, split).id
+        rows = leaderboard_models(session)
+        if model_names:
+            rows = [r for r in rows if r.name in set(model_names)]
+        for row in rows:
+            session.expunge(row)
+    ctx = Context(engine=engine, client=client, progress=progress)
+    for benchmark in suite.values():
+        with Session(engine) as session:
+            try:
+                prepared = benchmark.prepare(session, split_id)
+            except Exception as exc:
+                for row in rows:
+                    summary.failed.append((row.name, benchmark.name, f"cannot prepare data: {exc}"))
+                continue
+        parameters = benchmark.parameters()
+        for row in rows:
+            key = run_key(benchmark.name, benchmark.version, row.sha256, prepared.data_hash, parameters)
+            with Session(engine) as session:
+                done = completed_run(session, key)
+            if done is not None:
+                summary.fresh.append((row.name, benchmark.name, done.id))
+                continue
+            run_id = start_run(
+                engine,
+                benchmark=benchmark.name,
+                version=benchmark.version,
+                key=key,
+                data_hash=prepared.data_hash,
+                data=prepared.data,
+                parameters=parameters,
+                model_id=row.id,
+                model_sha256=row.sha256,
+                split_id=split_id,
+            )
+            try:
+                metrics, items = benchmark.run(ctx, row, prepared)
+                finish_run(engine, run_id, metrics, items)
+                summary.ran.append((row.name, benchmark.name, run_id))
+            except Exception as exc:  # one failing pair never stops the others
+                log.warning("%s on %s failed: %s", benchmark.name, row.name, exc)
+                fail_run(engine, run_id, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+                summary.failed.append((row.name, benchmark.name, f"{type(exc).__name__}: {exc}"))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+#: columns of ``leaderboard show``, with their units
+SHOW_COLUMNS = (
+    ("model", ""),
+    ("method", ""),
+    ("training_size", "frames"),
+    ("test_energy_mae", "meV/atom"),
+    ("test_force_mae", "meV/Å"),
+    ("test_stress_mae", "GPa"),
+    ("formation_mae", "meV/atom"),
+    ("decomposition_mae", "meV/atom"),
+    ("decomposition_f1", ""),
+    ("density_mae", "g/cm³"),
+    ("density_ratio_mean", ""),
+    ("composite_score", ""),
+)
+
+
+def read_leaderboard(engine: Engine) -> tuple[list[str], list[dict[str, Any]]]:
+    """All columns of the ``leaderboard`` view, best composite score first (models without one last)."""
+    with engine.connect() as conn:
+        result = conn.execute(text("SELECT * FROM leaderboard ORDER BY composite_score NULLS LAST, model"))
+        columns = list(result.keys())
+        return columns, [dict(zip(columns, row, strict=True)) for row in result]
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+
+
+def parse_interval(value: str) -> dt.timedelta:
+    """``"6h"``, ``"30m"``, ``"90s"``, ``"1d"`` → a timedelta."""
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"invalid interval {value!r}: use a number and s, m, h or d (e.g. 6h)")
+    amount, unit = float(match[1]), match[2]
+    seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    if seconds <= 0:
+        raise ValueError("the interval must be positive")
+    return dt.timedelta(seconds=seconds)
+
+
+def run_every(
+    interval: dt.timedelta,
+    job: Callable[[], Any],
+    *,
+    stop: threading.Event | None = None,
+    announce: Callable[[str], None] = log.info,
+    max_runs: int | None = None,
+) -> int:
+    """Run ``job`` now and then every ``interval`` until SIGTERM/SIGINT (or ``stop``); returns the number of runs.
+
+    A failing job is logged and the schedule goes on. Signals end the wait at once
+    and let a running job finish first.
+    """
+    stop = stop or threading.Event()
+    restore = stop_on_signals(stop)
+    runs = 0
+    try:
+        while not stop.is_set():
+            try:
+                job()
+            except Exception as exc:  # the schedule outlives one failing refresh
+                announce(f"refresh failed: {type(exc).__name__}: {exc}")
+            runs += 1
+            if max_runs is not None and runs >= max_runs:
+                break
+            next_run = dt.datetime.now(dt.UTC) + interval
+            announce(f"next refresh at {next_run.isoformat(timespec='seconds')}")
+            stop.wait(interval.total_seconds())
+        announce("scheduler stopped")
+    finally:
+        restore()
+    return runs
