@@ -21,10 +21,15 @@ install: $(STAMP)
 
 DEMO_MATERIALS ?= 24
 DEMO_EPOCHS ?= 2
+#: a quick density benchmark: 12 of the 65 bundled crystals, one per prototype family
+DEMO_CRYSTALS ?= Cu-fcc,Al-fcc,Fe-bcc,W-bcc,Si-diamond,NaCl-rocksalt,MgO-rocksalt,GaAs-zincblende,ZnO-wurtzite,CaF2-fluorite,SrTiO3-perovskite,TiO2-rutile
+DEMO_PAGE ?= leaderboard.html
+DEMO_SCALING_FIGURE ?= scaling-law.png
 
 ## demo: embedded database -> demo corpus (generated or reused) -> ingest -> curate on Dask -> freeze -> split
 ##       -> fit the r2SCAN AtomRef -> transferability report and figures
 ##       -> train methods 3, 4 and 1 briefly on CPU -> their test MAEs from the database
+##       -> benchmark every model, refresh and print the leaderboard, write the HTML page -> scaling law
 demo: $(STAMP)
 	$(BIN)/crossfid db init
 	$(BIN)/crossfid ingest demo --materials $(DEMO_MATERIALS) --workers 2
@@ -32,13 +37,19 @@ demo: $(STAMP)
 	    count(*) AS frames, round(avg(n_atoms), 1) AS mean_atoms FROM v_frames GROUP BY fidelity ORDER BY fidelity"
 	$(BIN)/crossfid curate --fidelity r2SCAN --workers 2 --freeze demo-r2scan
 	$(BIN)/crossfid dataset split demo-r2scan --ratios 8:1:1 --seed 0
-	$(BIN)/crossfid atomref fit demo-r2scan
-	$(BIN)/crossfid analyze transferability --source GGA,GGA+U --target demo-r2scan
+	$(BIN)/crossfid atomref fit demo-r2scan@0
+	$(BIN)/crossfid analyze transferability --source GGA,GGA+U --target demo-r2scan@0
 	$(BIN)/crossfid analyze importance --source GGA,GGA+U --target r2SCAN --top 8
-	$(BIN)/crossfid train --split demo-r2scan --method tl-frozen-atomref --epochs $(DEMO_EPOCHS) --batch-size 16
-	$(BIN)/crossfid train --split demo-r2scan --method tl-refit-atomref --epochs $(DEMO_EPOCHS) --batch-size 16
-	$(BIN)/crossfid train --split demo-r2scan --method scratch --epochs $(DEMO_EPOCHS) --batch-size 16
+	$(BIN)/crossfid train --split demo-r2scan@0 --method tl-frozen-atomref --epochs $(DEMO_EPOCHS) --batch-size 16
+	$(BIN)/crossfid train --split demo-r2scan@0 --method tl-refit-atomref --epochs $(DEMO_EPOCHS) --batch-size 16
+	$(BIN)/crossfid train --split demo-r2scan@0 --method scratch --epochs $(DEMO_EPOCHS) --batch-size 16
 	$(BIN)/crossfid runs list
+	$(BIN)/crossfid leaderboard refresh --split demo-r2scan@0 --crystals $(DEMO_CRYSTALS) --workers 2
+	$(BIN)/crossfid leaderboard show
+	$(BIN)/crossfid leaderboard html $(DEMO_PAGE)
+	$(BIN)/crossfid dataset split demo-r2scan --ratios 8:1:1 --seed 1 --subsets 40,80,160
+	$(BIN)/crossfid benchmark scaling-law --split demo-r2scan@1 --method scratch --method tl-refit-atomref \
+	    --sizes 40,80,160 --epochs $(DEMO_EPOCHS) --batch-size 16 --min-size 0 --out $(DEMO_SCALING_FIGURE)
 	$(BIN)/crossfid db status
 
 ## test: the test suite against real PostgreSQL (embedded; plus CROSSFID_TEST_DATABASE_URL if set)

@@ -220,6 +220,11 @@ def one_line(exc: BaseException) -> str:
 
 
 def main() -> None:
+    import warnings
+
+    from crossfid.benchmarks.relax_jobs import CHGNET_STRESS_WARNING
+
+    warnings.filterwarnings("ignore", message=CHGNET_STRESS_WARNING)
     try:
         app()
     except Exception as exc:  # one clear line instead of a traceback

@@ -118,3 +118,32 @@ def demo_engine(engine, demo_corpus):
     summary = ingest(engine, "demo", "demo", read_demo_corpus(demo_corpus.path))
     assert summary.quarantined == 0
     return engine
+
+
+@pytest.fixture(scope="session")
+def r2scan_corpus(tmp_path_factory: pytest.TempPathFactory):
+    """A small flawless r2SCAN-only demo corpus (10 materials, short relaxations), generated once per session."""
+    from crossfid.ingest.demo import DemoSettings, FlawRates, generate_demo_corpus
+
+    settings = DemoSettings(
+        max_steps=4,
+        static_rate=0.0,
+        single_fidelity_fraction=0.0,
+        flaws=FlawRates(
+            final_energy_mismatch=0.0, high_energy=0.0, scf_unconverged=0.0, missing_forces=0.0, near_duplicate=0.0
+        ),
+    )
+    path = tmp_path_factory.mktemp("r2scan-corpus") / "corpus.jsonl.gz"
+    return generate_demo_corpus(path, n_materials=10, seed=3, fidelities=("r2SCAN",), settings=settings)
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A real Dask LocalCluster with one worker process, shared by the session."""
+    from dask.distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        yield client

@@ -5,7 +5,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from crossfid.db import migrate
-from crossfid.db.models import CORE_TABLES, CURATION_TABLES, REFERENCING_TABLES, TRAINING_TABLES, Base
+from crossfid.db.models import (
+    BENCHMARK_TABLES,
+    CORE_TABLES,
+    CURATION_TABLES,
+    REFERENCING_TABLES,
+    TRAINING_TABLES,
+    Base,
+)
 from crossfid.db.vocabulary import FIDELITY_NAMES
 
 VIEWS = {
@@ -21,6 +28,7 @@ VIEWS = {
     "v_cross_fidelity_analyses",
     "v_models",
     "v_training_runs",
+    "leaderboard",
 }
 
 
@@ -39,7 +47,9 @@ def test_upgrade_downgrade_upgrade_on_empty_database(empty_engine):
     migrate.upgrade(empty_engine)
     assert migrate.current_revision(empty_engine) == migrate.head_revision()
     tables, views, functions = _schema_objects(empty_engine)
-    assert set(CORE_TABLES) | set(CURATION_TABLES) | set(REFERENCING_TABLES) | set(TRAINING_TABLES) <= tables
+    assert (
+        set(CORE_TABLES) | set(CURATION_TABLES) | set(REFERENCING_TABLES) | set(TRAINING_TABLES) | set(BENCHMARK_TABLES)
+    ) <= tables
     assert views >= VIEWS
     assert {"crossfid_all_finite", "crossfid_cell_volume", "crossfid_max_force", "crossfid_refuse_update"} <= functions
 

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dask.distributed import Client, LocalCluster
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from tiny_split import make_tiny_split
 from typer.testing import CliRunner
 
-from crossfid.curation.datasets import freeze_dataset
-from crossfid.curation.pipeline import run_curation
-from crossfid.curation.splits import create_split
 from crossfid.db.models import ModelRow, TrainingEpoch, TrainingGradient, TrainingRun
 from crossfid.plots.pngdata import read_data
 from crossfid.training import runs as runs_module
@@ -28,44 +25,13 @@ from crossfid.training.runs import TrainingError, TrainRequest, resume_run, run_
 HP = Hyperparameters(epochs=1, batch_size=8)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from crossfid.ingest.demo import DemoSettings, FlawRates, generate_demo_corpus
-
-    settings = DemoSettings(
-        max_steps=4,
-        static_rate=0.0,
-        single_fidelity_fraction=0.0,
-        flaws=FlawRates(
-            final_energy_mismatch=0.0, high_energy=0.0, scf_unconverged=0.0, missing_forces=0.0, near_duplicate=0.0
-        ),
-    )
-    path = tmp_path_factory.mktemp("training-corpus") / "corpus.jsonl.gz"
-    return generate_demo_corpus(path, n_materials=10, seed=3, fidelities=("r2SCAN",), settings=settings)
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
-
-
 @pytest.fixture
-def split_engine(engine, database_url, corpus, client, monkeypatch, tmp_path):
+def split_engine(engine, database_url, r2scan_corpus, dask_client, monkeypatch, tmp_path):
     """r2SCAN demo frames curated, frozen as ``tiny`` and split 6:2:2; CROSSFID_HOME in the test's directory."""
-    from crossfid.ingest.demo import read_demo_corpus
-    from crossfid.ingest.loader import ingest
-
     monkeypatch.setenv("CROSSFID_HOME", str(tmp_path / "home"))
-    assert ingest(engine, "demo", "demo", read_demo_corpus(corpus.path)).quarantined == 0
-    summary = run_curation(engine, database_url, ["r2SCAN"], client=client)
-    freeze_dataset(engine, summary.run_id, "tiny")
-    create_split(engine, "tiny", (6, 2, 2), seed=0)
+    split_id = make_tiny_split(engine, database_url, r2scan_corpus, dask_client)
     with Session(engine) as session:
-        counts = runs_module._part_counts(session, 1)
+        counts = runs_module._part_counts(session, split_id)
     assert min(counts.values()) > 0, counts  # every part has frames
     return engine
 

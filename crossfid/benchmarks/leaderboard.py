@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from crossfid.benchmarks.store import completed_run, fail_run, finish_run, run_key, start_run
 from crossfid.benchmarks.suite import Context, default_benchmarks
 from crossfid.curation.splits import resolve_split
-from crossfid.db.models import ModelRow
+from crossfid.db.models import ModelRow, TrainingRun
 from crossfid.signals import stop_on_signals
 from crossfid.training.registry import PACKAGE_MODELS, ensure_package_model
 
@@ -42,12 +42,18 @@ class RefreshSummary:
 
 
 def leaderboard_models(session: Session) -> list[ModelRow]:
-    """The models on the leaderboard: chgnet's shipped base models and every run's best weights."""
+    """The models on the leaderboard: chgnet's shipped base models and the best weights of every run trained on a
+    split's whole training part (runs on nested subsets are scaling-law points, not candidates)."""
     for name in PACKAGE_MODELS:
         ensure_package_model(session, name)
-    return list(
-        session.scalars(select(ModelRow).where(ModelRow.role.in_(("base", "best"))).order_by(ModelRow.id)).all()
+    on_subset = select(TrainingRun.id).where(TrainingRun.subset_size.is_not(None))
+    query = (
+        select(ModelRow)
+        .where(ModelRow.role.in_(("base", "best")))
+        .where(ModelRow.run_id.is_(None) | ModelRow.run_id.not_in(on_subset))
+        .order_by(ModelRow.id)
     )
+    return list(session.scalars(query).all())
 
 
 def refresh(

@@ -12,11 +12,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from crossfid.db.models import ModelRow
+
+#: chgnet warns about its own cell-volume tensor whenever it computes stresses; nothing to act on
+CHGNET_STRESS_WARNING = "Converting a tensor with requires_grad=True to a scalar"
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ def relax_one(ref: ModelRef, item: str, structure: dict, settings: RelaxSettings
     from crossfid.benchmarks.relax import relax_structure
 
     torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message=CHGNET_STRESS_WARNING)
     try:
         result = relax_structure(
             load_model(ref),

@@ -23,7 +23,7 @@ COMPOSITE = "(test_energy_mae / 30.0), (test_force_mae / 50.0), (formation_mae /
 
 VIEWS = {
     "leaderboard": (
-        "One row per base or best model: training provenance and the latest completed metric per benchmark, "
+        "One row per base model and best model of a full-training-set run: training provenance and the latest completed metric per benchmark, "
         "ranks (1 = best) and a composite score with fixed normalisation (energy 30 meV/atom, force 50 meV/A, "
         "formation and decomposition 50 meV/atom, density 0.3 g/cm3; lower is better)",
         f"""
@@ -58,7 +58,7 @@ VIEWS = {
             LEFT JOIN training_runs tr ON tr.id = mo.run_id
             LEFT JOIN models base ON base.id = tr.base_model_id
             LEFT JOIN pivot p ON p.model_id = mo.id
-            WHERE mo.role IN ('base', 'best')
+            WHERE mo.role IN ('base', 'best') AND tr.subset_size IS NULL
         )
         SELECT b.model_id, b.model, b.kind, b.fidelities, b.base_model, b.method, b.training_data_hash,
                b.training_size, b.sha256,
