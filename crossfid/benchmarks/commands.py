@@ -119,7 +119,7 @@ def show(
     ),
 ) -> None:
     """The leaderboard, best composite score first."""
-    from crossfid.benchmarks.leaderboard import SHOW_COLUMNS, read_leaderboard
+    from crossfid.benchmarks.leaderboard import SHOW_COLUMNS, SHOW_LEGEND, read_leaderboard
 
     engine = _engine()
     try:
@@ -134,19 +134,32 @@ def show(
         writer.writeheader()
         writer.writerows(rows)
         return
-    table = Table(title="leaderboard (lower is better; composite: fixed normalisation, see docs/benchmarks.md)")
-    for name, unit in SHOW_COLUMNS:
-        table.add_column(f"{name}\n{unit}" if unit else name, overflow="fold")
+    table = Table(title="leaderboard (--format csv|json for every column)")
+    for name, header in SHOW_COLUMNS:
+        justify = "left" if name in ("model", "method") else "right"
+        table.add_column(header, no_wrap=name != "method", overflow="fold", justify=justify)
     for row in rows:
+        row = {**row, "method": METHOD_LABELS.get(row["method"], row["method"])}
         table.add_row(*(_cell(row.get(name)) for name, _ in SHOW_COLUMNS))
     console.print(table)
+    console.print(f"[dim]{SHOW_LEGEND}[/]", highlight=False)
+
+
+#: the study's numbering of the methods, so the table fits a terminal
+METHOD_LABELS = {
+    "pretrained": "base",
+    "scratch": "m1",
+    "tl-trainable-atomref": "m2",
+    "tl-frozen-atomref": "m3",
+    "tl-refit-atomref": "m4",
+}
 
 
 def _cell(value) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
 
 
@@ -203,7 +216,7 @@ def scaling_law(
             )
             console.print(f"{name} {quantity}: {text_fit}", highlight=False)
     for (a, b, quantity), size in result["crossovers"].items():
-        where = "no crossing ahead" if size is None else f"{size:,.0f} frames"
+        where = "no crossing ahead" if size is None else (f"{size:,.0f} frames" if size < 1e9 else f"{size:.2e} frames")
         console.print(f"{a} vs {b} ({quantity}): lines cross at {where}", highlight=False)
     if out is not None:
         from crossfid.plots.scaling import plot_scaling_law

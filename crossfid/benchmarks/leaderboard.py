@@ -135,8 +135,8 @@ def _refresh_locked(engine, split, suite, model_names, client, progress, summary
 # --------------------------------------------------------------------------- reading
 
 
-#: columns of ``leaderboard show``, with their units
-SHOW_COLUMNS = (
+#: columns of the page, with their units
+PAGE_COLUMNS = (
     ("model", ""),
     ("method", ""),
     ("training_size", "frames"),
@@ -149,6 +149,24 @@ SHOW_COLUMNS = (
     ("density_mae", "g/cm³"),
     ("density_ratio_mean", ""),
     ("composite_score", ""),
+)
+
+#: columns of ``leaderboard show``: (view column, short header); the legend says what they are
+SHOW_COLUMNS = (
+    ("model", "model"),
+    ("method", "method"),
+    ("test_energy_mae", "E"),
+    ("test_force_mae", "F"),
+    ("formation_mae", "Ef"),
+    ("decomposition_mae", "Ed"),
+    ("decomposition_f1", "F1"),
+    ("density_mae", "ρ"),
+    ("composite_score", "score"),
+)
+SHOW_LEGEND = (
+    "test MAEs: E meV/atom, F meV/Å; Ef formation and Ed decomposition energy MAE meV/atom; F1 of stable/unstable; "
+    "ρ density MAE g/cm³; score: composite (fixed normalisation). Lower is better, except F1. Methods: base "
+    "(shipped), m1 scratch, m2 tl-trainable-atomref, m3 tl-frozen-atomref, m4 tl-refit-atomref."
 )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from crossfid.benchmarks.leaderboard import SHOW_COLUMNS, read_leaderboard
+from crossfid.benchmarks.leaderboard import PAGE_COLUMNS, read_leaderboard
 from crossfid.db.models import BenchmarkItem, BenchmarkRun, ModelRow
 
 
@@ -72,8 +72,8 @@ def build_page(engine: Engine, out: Path) -> Path:
     for row in rows:
         model = models[row["model"]]
         details[row["model"]] = ModelDetail(name=row["model"], figures=model_figures(engine, model, folder))
-    shown = [name for name, _ in SHOW_COLUMNS]
-    headers = [f"{name} ({unit})" if unit else name for name, unit in SHOW_COLUMNS]
+    shown = [name for name, _ in PAGE_COLUMNS]
+    headers = [f"{name} ({unit})" if unit else name for name, unit in PAGE_COLUMNS]
     table_rows = [dict(zip(headers, (row.get(name) for name in shown), strict=True)) for row in rows]
     return write_leaderboard_html(
         out,
