@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from crossfid.dbconnect import migrated_engine
+
 leaderboard_app = typer.Typer(
     help="Benchmarks of every registered model and the leaderboard (refresh, show, html).", no_args_is_help=True
 )
@@ -28,15 +30,6 @@ class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
-
-
-def _engine():
-    from crossfid.db.engine import make_engine, resolve_target
-    from crossfid.db.migrate import upgrade
-
-    engine = make_engine(resolve_target())
-    upgrade(engine)
-    return engine
 
 
 def _default_split(engine) -> int:
@@ -78,7 +71,7 @@ def refresh_command(
     interval = parse_interval(every) if every else None
 
     def once() -> None:
-        engine = _engine()
+        engine = migrated_engine()
         client, cluster = make_client(scheduler, workers)
         try:
             console.print(f"dask dashboard: {client.dashboard_link}", highlight=False)
@@ -121,7 +114,7 @@ def show(
     """The leaderboard, best composite score first."""
     from crossfid.benchmarks.leaderboard import SHOW_COLUMNS, SHOW_LEGEND, read_leaderboard
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         columns, rows = read_leaderboard(engine)
     finally:
@@ -168,7 +161,7 @@ def html(out: Annotated[Path, typer.Argument(help="The page to write, e.g. leade
     """A self-contained static page: the sortable table and per-model figures."""
     from crossfid.benchmarks.page import build_page
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         path = build_page(engine, out)
     finally:
@@ -197,7 +190,7 @@ def scaling_law(
 
     size_list = sorted({int(s) for s in sizes.split(",") if s.strip()})
     hp = Hyperparameters().with_overrides(epochs=epochs, batch_size=batch_size)
-    engine = _engine()
+    engine = migrated_engine()
     try:
         points = scaling_points(engine, split, method, size_list, hp, base=base, device=device)
         result = fit_and_store(engine, split, points, min_size=min_size)

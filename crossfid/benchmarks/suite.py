@@ -147,17 +147,21 @@ def relaxed_energies(ctx: Context, model: ModelRow, entries: list[Entry], settin
 # --------------------------------------------------------------------------- formation energy
 
 
-class FormationEnergy:
-    """Relax each test material and the elemental phases; formation energy vs the DFT one (MAE meV/atom)."""
-
-    name = "formation-energy"
-    version = 1
+class _Relaxing:
+    """A benchmark that relaxes structures: its relaxation settings are its parameters."""
 
     def __init__(self, settings: RelaxSettings | None = None) -> None:
         self.settings = settings or RelaxSettings()
 
     def parameters(self) -> dict[str, Any]:
         return {"relax": self.settings.__dict__}
+
+
+class FormationEnergy(_Relaxing):
+    """Relax each test material and the elemental phases; formation energy vs the DFT one (MAE meV/atom)."""
+
+    name = "formation-energy"
+    version = 1
 
     def prepare(self, session: Session, split_id: int) -> Prepared:
         entries = load_entries(session, split_id, ["test"])
@@ -225,17 +229,11 @@ def _elemental_minimum(elemental: list[Entry], energies: dict[str, float]) -> di
 # --------------------------------------------------------------------------- decomposition energy
 
 
-class DecompositionEnergy:
+class DecompositionEnergy(_Relaxing):
     """Convex hulls from DFT and from model-relaxed energies: decomposition-energy MAE, stability F1, failures."""
 
     name = "decomposition-energy"
     version = 1
-
-    def __init__(self, settings: RelaxSettings | None = None) -> None:
-        self.settings = settings or RelaxSettings()
-
-    def parameters(self) -> dict[str, Any]:
-        return {"relax": self.settings.__dict__}
 
     def prepare(self, session: Session, split_id: int) -> Prepared:
         entries = load_entries(session, split_id, ["train", "val", "test"])
@@ -278,18 +276,18 @@ def _finite(values: dict[str, float]) -> dict[str, float]:
 # --------------------------------------------------------------------------- density
 
 
-class Density:
+class Density(_Relaxing):
     """Bundled experimental crystals strained by −10 %, relaxed: density ratio experimental/predicted, MAE g/cm³."""
 
     name = "density"
     version = 1
 
     def __init__(self, settings: RelaxSettings | None = None, crystals: list[str] | None = None) -> None:
-        self.settings = settings or RelaxSettings()
+        super().__init__(settings)
         self.crystals = crystals
 
     def parameters(self) -> dict[str, Any]:
-        return {"relax": self.settings.__dict__, "crystals": self.crystals}
+        return {**super().parameters(), "crystals": self.crystals}
 
     def prepare(self, session: Session, split_id: int) -> Prepared:
         from crossfid.benchmarks.density import load_crystals

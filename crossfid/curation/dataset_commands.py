@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from crossfid.dbconnect import migrated_engine
+
 dataset_app = typer.Typer(
     help="Immutable dataset versions, leak-free splits, leakage audits and exports (extxyz, MPtrj).",
     no_args_is_help=True,
@@ -38,15 +40,6 @@ class Representatives(StrEnum):
 
 #: rich markup would read "[/STRATEGY]" as a closing tag: the brackets are escaped
 SPLIT_HELP = "Split id or DATASET[:VERSION]\\[/STRATEGY]\\[@SEED]."
-
-
-def _engine():
-    from crossfid.db.engine import make_engine, resolve_target
-    from crossfid.db.migrate import upgrade
-
-    engine = make_engine(resolve_target())
-    upgrade(engine)
-    return engine
 
 
 def _values(values: list[str] | None) -> list[str]:
@@ -79,7 +72,7 @@ def freeze(
     from crossfid.ingest.fidelity import fidelity_from_label
 
     fidelities = [fidelity_from_label(f) for f in _values(fidelity)] or None
-    engine = _engine()
+    engine = migrated_engine()
     try:
         info = freeze_dataset(engine, run, name, fidelities)
     finally:
@@ -111,7 +104,7 @@ def split(
     from crossfid.curation.splits import create_split
 
     sizes = _sizes(subsets)
-    engine = _engine()
+    engine = migrated_engine()
     try:
         info = create_split(engine, dataset, ratios, seed, strategy.value, sizes)
     finally:
@@ -159,7 +152,7 @@ def audit(
 
     from crossfid.curation.audit import audit_split
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         report = audit_split(
             engine,
@@ -217,7 +210,7 @@ def list_command() -> None:
     """Every dataset version with its counts and hash."""
     from crossfid.curation.datasets import list_datasets
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         infos = list_datasets(engine)
     finally:
@@ -246,7 +239,7 @@ def show(dataset: Annotated[str, typer.Argument(help="NAME (latest version), NAM
     """A dataset version: counts per fidelity, curation run, configuration hash, splits."""
     from crossfid.curation.datasets import show_dataset
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         detail = show_dataset(engine, dataset)
     finally:
@@ -295,7 +288,7 @@ def export(
     from crossfid.curation.export import export_split
 
     parts = _values(part) or (["train"] if subset is not None else ["train", "val", "test"])
-    engine = _engine()
+    engine = migrated_engine()
     try:
         paths = export_split(engine, split_ref, out, fmt.value, parts, subset=subset)
     finally:

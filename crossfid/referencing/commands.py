@@ -10,10 +10,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from crossfid.dbconnect import migrated_engine
 
 atomref_app = typer.Typer(
     help="Per-element reference energies (AtomRef): fit on a split, list, show, compare.", no_args_is_help=True
@@ -33,15 +34,6 @@ class Corrections(StrEnum):
     none = "none"
     mp2020 = "mp2020"
     both = "both"
-
-
-def _engine():
-    from crossfid.db.engine import make_engine, resolve_target
-    from crossfid.db.migrate import upgrade
-
-    engine = make_engine(resolve_target())
-    upgrade(engine)
-    return engine
 
 
 def _fidelities(value: str) -> list[str]:
@@ -86,7 +78,7 @@ def fit(
     """Fit per-element reference energies on a split's training part (least squares, SVD) and store them."""
     from crossfid.referencing.store import fit_split_atomref
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         ref, created = fit_split_atomref(
             engine, split, part=part, weighting=weight.value, fill_from=fill_from, prior=prior, name=name
@@ -129,7 +121,7 @@ def list_command() -> None:
 
     from crossfid.referencing.store import ensure_package_atomrefs, list_atomrefs
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         with Session(engine) as session, session.begin():
             ensure_package_atomrefs(session)
@@ -163,12 +155,13 @@ def show(
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
 ) -> None:
     """Show an AtomRef's per-element energies (eV/atom), optionally next to another's."""
+    import numpy as np
     from sqlalchemy.orm import Session
 
     from crossfid.referencing.atomref import values_by_element
     from crossfid.referencing.store import resolve_atomref
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         with Session(engine) as session, session.begin():
             one = resolve_atomref(session, ref)
@@ -236,7 +229,7 @@ def correlation(
     """Pearson/Spearman of energies per atom over shared materials, raw and after each fidelity's AtomRef."""
     from crossfid.referencing.analyses import run_correlation
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         outcome = run_correlation(
             engine,
@@ -273,7 +266,7 @@ def shifts(
     """Distribution of the per-material energy shift target − source (eV/atom), overall and by element."""
     from crossfid.referencing.analyses import run_shifts
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         outcome = run_shifts(engine, _fidelities(source), _fidelities(target), dataset=dataset, min_count=min_count)
     finally:
@@ -316,7 +309,7 @@ def importance(
     """Element importance (decision tree) for the formation-energy difference source − target."""
     from crossfid.referencing.analyses import run_importance
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         outcome = run_importance(
             engine,
@@ -358,7 +351,7 @@ def transferability(
     """Is energy referencing needed to fine-tune a source-fidelity model on the target dataset? A plain verdict."""
     from crossfid.referencing.analyses import run_transferability
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         outcome = run_transferability(
             engine,

@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from crossfid.dbconnect import migrated_engine
+
 runs_app = typer.Typer(help="Training runs: list them, show one with its curve.", no_args_is_help=True)
 plots_app = typer.Typer(help="Figures from stored results.", no_args_is_help=True)
 console = Console()
@@ -24,15 +26,6 @@ class Method(StrEnum):
     trainable = "tl-trainable-atomref"
     frozen = "tl-frozen-atomref"
     refit = "tl-refit-atomref"
-
-
-def _engine():
-    from crossfid.db.engine import make_engine, resolve_target
-    from crossfid.db.migrate import upgrade
-
-    engine = make_engine(resolve_target())
-    upgrade(engine)
-    return engine
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -65,7 +58,7 @@ def train(
     from crossfid.training.hyperparameters import Hyperparameters
     from crossfid.training.runs import TrainRequest, resume_run, start_run
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         if resume is not None:
             console.print(f"resuming run {resume}", highlight=False)
@@ -135,7 +128,7 @@ def list_runs(
     from crossfid.db.engine import resolve_target
     from crossfid.db.readonly import run_read_only
 
-    engine = _engine()
+    engine = migrated_engine()
     engine.dispose()
     result = run_read_only(
         resolve_target().libpq_url,
@@ -188,7 +181,7 @@ def show_run(run: Annotated[int, typer.Argument(help="Run id.")]) -> None:
 
     from crossfid.db.models import TrainingEpoch, TrainingRun
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         with Session(engine) as session:
             row = session.get(TrainingRun, run)
@@ -235,7 +228,7 @@ def plot_training(
     from crossfid.plots.training import plot_gradient_ranges, plot_training_curves
     from crossfid.training.history import load_histories
 
-    engine = _engine()
+    engine = migrated_engine()
     try:
         histories = load_histories(engine, runs)
     finally:
