@@ -46,10 +46,10 @@ demo: $(STAMP)
 	$(BIN)/crossfid runs list
 	$(BIN)/crossfid leaderboard refresh --split demo-r2scan@0 --crystals $(DEMO_CRYSTALS) --workers 2
 	$(BIN)/crossfid leaderboard show
-	$(BIN)/crossfid leaderboard html $(DEMO_PAGE)
 	$(BIN)/crossfid dataset split demo-r2scan --ratios 8:1:1 --seed 1 --subsets 40,80,160
 	$(BIN)/crossfid benchmark scaling-law --split demo-r2scan@1 --method scratch --method tl-refit-atomref \
 	    --sizes 40,80,160 --epochs $(DEMO_EPOCHS) --batch-size 16 --min-size 0 --out $(DEMO_SCALING_FIGURE)
+	$(BIN)/crossfid leaderboard html $(DEMO_PAGE)
 	$(BIN)/crossfid db status
 
 ## test: the test suite against real PostgreSQL (embedded; plus CROSSFID_TEST_DATABASE_URL if set)

@@ -58,6 +58,33 @@ def model_figures(engine: Engine, model: ModelRow, folder: Path) -> dict[str, Pa
     return figures
 
 
+def scaling_figure(engine: Engine, folder: Path) -> Path | None:
+    """The scaling-law figure of the newest scaling-law benchmark of each method, if there are any."""
+    from types import SimpleNamespace
+
+    from crossfid.benchmarks.store import metrics_of
+    from crossfid.plots.scaling import plot_scaling_law
+
+    points, fits = [], {}
+    with Session(engine) as session:
+        runs = session.scalars(
+            select(BenchmarkRun)
+            .where(BenchmarkRun.benchmark == "scaling-law", BenchmarkRun.status == "completed")
+            .order_by(BenchmarkRun.method, BenchmarkRun.finished_at.desc(), BenchmarkRun.id.desc())
+            .distinct(BenchmarkRun.method)
+        ).all()
+        for run in runs:
+            points += [SimpleNamespace(**p) for p in run.data.get("points", [])]
+            m = metrics_of(session, run.id)
+            slope, intercept, r2 = (m.get(f"energy_{k}") for k in ("slope", "intercept", "r2"))
+            usable = slope is not None and slope.value is not None
+            fit = SimpleNamespace(slope=slope.value, intercept=intercept.value, r2=r2.value) if usable else None
+            fits[run.method] = {"energy": fit}
+    if not points:
+        return None
+    return plot_scaling_law(folder / "scaling-law.png", points, fits)
+
+
 def build_page(engine: Engine, out: Path) -> Path:
     """Write the leaderboard page to ``out`` (figures are embedded; their PNGs are kept beside it)."""
     from crossfid.benchmarks.html import ModelDetail, write_leaderboard_html
@@ -72,6 +99,11 @@ def build_page(engine: Engine, out: Path) -> Path:
     for row in rows:
         model = models[row["model"]]
         details[row["model"]] = ModelDetail(name=row["model"], figures=model_figures(engine, model, folder))
+    scaling = scaling_figure(engine, folder)
+    if scaling is not None:
+        details["scaling law (all methods)"] = ModelDetail(
+            name="scaling law (all methods)", figures={"scaling law": scaling}
+        )
     shown = [name for name, _ in PAGE_COLUMNS]
     headers = [f"{name} ({unit})" if unit else name for name, unit in PAGE_COLUMNS]
     table_rows = [dict(zip(headers, (row.get(name) for name in shown), strict=True)) for row in rows]
