@@ -192,3 +192,44 @@ def test_schedule_runs_until_stopped_and_a_sigterm_ends_the_scheduler_cleanly(tm
     proc.terminate()
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "scheduler stopped" in out
+
+
+def test_scaling_law_trains_each_size_once_and_stores_the_fits(
+    engine, database_url, r2scan_corpus, dask_client, monkeypatch, tmp_path
+):
+    from crossfid.benchmarks.scaling_runs import fit_and_store, scaling_points
+    from crossfid.db.models import TrainingRun
+    from crossfid.training.hyperparameters import Hyperparameters
+
+    monkeypatch.setenv("CROSSFID_HOME", str(tmp_path / "home"))
+    split_id = make_tiny_split(engine, database_url, r2scan_corpus, dask_client, subsets=(8, 16))
+    hp = Hyperparameters(epochs=1, batch_size=8)
+    methods = ["scratch", "tl-refit-atomref"]
+    points = scaling_points(engine, split_id, methods, [8, 16], hp, device="cpu")
+    assert [(p.method, p.size) for p in points] == [(m, s) for m in methods for s in (8, 16)]
+    assert all(p.val_energy_mae is not None for p in points)
+    result = fit_and_store(engine, split_id, points, min_size=0)
+    assert result["fits"]["scratch"]["energy"].n == 2
+    assert ("scratch", "tl-refit-atomref", "energy") in result["crossovers"]
+
+    again = scaling_points(engine, split_id, methods, [8, 16], hp, device="cpu")
+    assert [p.run_id for p in again] == [p.run_id for p in points]  # completed runs are reused, not retrained
+    fit_and_store(engine, split_id, again, min_size=0)
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(TrainingRun)) == 4
+        runs = session.scalars(select(BenchmarkRun).where(BenchmarkRun.benchmark == "scaling-law")).all()
+    assert sorted(r.method for r in runs) == methods and all(r.status == "completed" for r in runs)
+    slopes = _method_metrics(engine, "scratch")
+    assert {"energy_slope", "energy_intercept", "energy_r2", "energy_crossover:tl-refit-atomref"} <= set(slopes)
+    with pytest.raises(ValueError, match="no nested training subsets of sizes"):
+        scaling_points(engine, split_id, methods, [999], hp, device="cpu")
+
+
+def _method_metrics(engine, method: str) -> dict[str, float | None]:
+    with Session(engine) as session:
+        rows = session.execute(
+            select(BenchmarkMetric.name, BenchmarkMetric.value)
+            .join(BenchmarkRun, BenchmarkRun.id == BenchmarkMetric.run_id)
+            .where(BenchmarkRun.method == method, BenchmarkRun.benchmark == "scaling-law")
+        ).all()
+    return dict(rows)
