@@ -1,7 +1,8 @@
 """The ``crossfid`` command (typer + rich).
 
 Errors are printed as one line (``error: ...``) and exit with status 1; pass
-``--debug`` (or set ``CROSSFID_DEBUG=1``) for the full traceback. Heavy libraries
+``--debug`` (or set ``CROSSFID_DEBUG=1``) for the full traceback. Exit statuses are
+:class:`crossfid.exit_codes.ExitCode` (the README's table). Heavy libraries
 are imported inside the commands that need them, so ``crossfid --help`` is quick.
 """
 
@@ -23,6 +24,7 @@ import crossfid
 from crossfid.benchmarks.commands import benchmark_app, leaderboard_app
 from crossfid.curation.commands import curate
 from crossfid.curation.dataset_commands import dataset_app
+from crossfid.exit_codes import ExitCode
 from crossfid.ingest.commands import ingest_app
 from crossfid.referencing.commands import analyze_app, atomref_app
 from crossfid.training.commands import plots_app, runs_app, train
@@ -88,19 +90,25 @@ def _connect():
 
 @db_app.command("init")
 def db_init() -> None:
-    """Create the schema, or upgrade it to the newest revision."""
+    """Create the schema or upgrade it to the newest revision; create or refresh the read-only role."""
+    from crossfid.config import Settings
     from crossfid.db import migrate
+    from crossfid.db.readonly import READER_ROLE, secure_database
 
     target, engine = _connect()
     before = migrate.current_revision(engine)
     migrate.upgrade(engine)
     after = migrate.current_revision(engine)
     engine.dispose()
+    setup = secure_database(target.libpq_url, Settings.from_env().home)
     where = "embedded server" if target.embedded else target.redacted
     if before == after:
         out.print(f"database on {where} is up to date (revision {after})")
     else:
         out.print(f"database on {where} migrated {before or 'empty'} → {after}")
+    out.print(f"read-only role {READER_ROLE} {'created' if setup.created else 'refreshed'}", highlight=False)
+    for note in setup.notes:
+        err.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 @db_app.command("status")
@@ -145,12 +153,14 @@ def db_grant_reader(
         typer.Option("--password", help="Prompt for a login password (needed on password-auth servers)."),
     ] = False,
 ) -> None:
-    """Create or update a read-only role for analysts (SELECT on all tables and views)."""
+    """Make NAME a read-only login (a member of crossfid_reader): created, or stripped of every other right."""
     from crossfid.db.readonly import grant_reader
 
     secret = typer.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
     target, _ = _connect()
-    created = grant_reader(target.libpq_url, name, secret)
+    created, stripped = grant_reader(target.libpq_url, name, secret)
+    if stripped:
+        out.print(f"role {name}: removed {', '.join(stripped)}", highlight=False, soft_wrap=True)
     out.print(f"role {name} {'created' if created else 'updated'}: read-only access to {target.url.database}")
 
 
@@ -176,31 +186,58 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
+def _timeout_option(value: float) -> float:
+    from crossfid.db.readonly import timeout_ms
+
+    try:
+        timeout_ms(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return value
+
+
+def _cell(value: object) -> str:
+    """A value as text for a table or CSV cell (bytea as PostgreSQL's hex form)."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
+    return str(value)
+
+
 @app.command("sql")
 def sql_command(
     query: Annotated[str, typer.Argument(help="One SQL statement; '-' reads it from standard input.")],
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
-    timeout: Annotated[float, typer.Option(help="Statement timeout in seconds.")] = 60.0,
-    max_rows: Annotated[int, typer.Option(help="Print at most this many rows (0: all).")] = 1000,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Statement timeout in seconds (at least 0.001; 0 means no limit).", callback=_timeout_option),
+    ] = 60.0,
+    max_rows: Annotated[int, typer.Option(help="Print at most this many rows (0: all).", min=0)] = 1000,
 ) -> None:
-    """Run a read-only query (READ ONLY transaction, statement timeout) and print the rows."""
-    from crossfid.db.readonly import run_read_only
+    """Run one read-only query as the crossfid_reader role (READ ONLY transaction, statement timeout)."""
+    from crossfid.config import Settings
+    from crossfid.db.readonly import run_as_reader
 
     if query == "-":
         query = sys.stdin.read()
     target, _ = _connect()
-    result = run_read_only(target.libpq_url, query, timeout_s=timeout, max_rows=max_rows or None)
+    result, setup = run_as_reader(
+        target.libpq_url, Settings.from_env().home, query, timeout_s=timeout, max_rows=max_rows or None
+    )
+    for note in setup.notes if setup else ():
+        err.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
     if fmt is OutputFormat.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(result.columns)
-        writer.writerows(result.rows)
+        writer.writerows([_cell(v) for v in row] for row in result.rows)
     elif fmt is OutputFormat.json:
         records = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
-        print(json.dumps(records, default=str, indent=1))
+        print(json.dumps(records, default=_cell, indent=1))
     else:
         table = Table(*result.columns)
         for row in result.rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            table.add_row(*(escape(_cell(v)) for v in row))
         out.print(table)
         out.print(f"{len(result.rows)} row{'s' if len(result.rows) != 1 else ''}")
     if result.truncated:
@@ -231,7 +268,7 @@ def main() -> None:
         if state.debug:
             raise
         err.print(f"[red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)
 
 
 if __name__ == "__main__":

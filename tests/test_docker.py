@@ -24,7 +24,16 @@ DOCKERFILE_PATH = REPO / "docker" / "Dockerfile"
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
 
 #: what crossfid reads (crossfid/config.py)
-CROSSFID_ENV = {"CROSSFID_DATABASE_URL", "CROSSFID_HOME", "CROSSFID_DASK_SCHEDULER", "MP_API_KEY"}
+CROSSFID_ENV = {
+    "CROSSFID_DATABASE_URL",
+    "CROSSFID_HOME",
+    "CROSSFID_DASK_SCHEDULER",
+    "MP_API_KEY",
+    "CROSSFID_READER_PASSWORD",
+}
+#: what docker/initdb/ reads inside the postgres container
+INITDB = REPO / "docker" / "initdb" / "10-crossfid-roles.sh"
+INITDB_ENV = {"CROSSFID_APP_PASSWORD"}
 #: what the postgres image reads
 POSTGRES_ENV = {
     "POSTGRES_USER",
@@ -253,11 +262,12 @@ def test_workers_scale_and_find_the_scheduler():
 
 
 def test_environment_variables_are_ones_that_are_read():
-    config_source = (REPO / "crossfid" / "config.py").read_text()
+    config_source = "".join((REPO / "crossfid" / f).read_text() for f in ("config.py", "db/readonly.py"))
     assert all(name in config_source for name in CROSSFID_ENV)
+    assert all(name in INITDB.read_text() for name in INITDB_ENV)
     for name, service in SERVICES.items():
         env = set(_environment(service))
-        allowed = POSTGRES_ENV if service.get("image", "").startswith("postgres") else CROSSFID_ENV
+        allowed = POSTGRES_ENV | INITDB_ENV if service.get("image", "").startswith("postgres") else CROSSFID_ENV
         assert env <= allowed, f"{name} sets {sorted(env - allowed)}, which nothing reads"
     assert set(_dockerfile_env()) <= CROSSFID_ENV | PYTHON_ENV
 
@@ -271,8 +281,9 @@ def test_crossfid_services_share_one_configuration():
         assert set(env) >= {"CROSSFID_DATABASE_URL", "CROSSFID_DASK_SCHEDULER", "CROSSFID_HOME"}, name
         url = urllib.parse.urlsplit(env["CROSSFID_DATABASE_URL"])
         assert url.scheme == "postgresql" and url.hostname == "postgres" and url.port == 5432
-        assert url.username == postgres["POSTGRES_USER"] and url.path == f"/{postgres['POSTGRES_DB']}"
-        assert url.password == postgres["POSTGRES_PASSWORD"]
+        # the application's role is created by initdb/ without superuser rights; POSTGRES_USER is the superuser
+        assert url.username == "crossfid" != postgres["POSTGRES_USER"] and url.path == f"/{postgres['POSTGRES_DB']}"
+        assert url.password == postgres["CROSSFID_APP_PASSWORD"]
         assert env["CROSSFID_HOME"] == _dockerfile_env()["CROSSFID_HOME"] == "/data"
         assert any(v.endswith(":/data") for v in service.get("volumes", [])), f"{name} keeps /data on a volume"
         depends = service.get("depends_on") or {}
