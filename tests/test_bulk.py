@@ -10,7 +10,7 @@ import numpy as np
 import psycopg
 import pytest
 from sqlalchemy import func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from crossfid.db import bulk
 from crossfid.db.bulk import BulkResult, copy_insert, staging_name
@@ -226,3 +226,40 @@ def test_staging_names_are_unique():
     assert len({staging_name() for _ in range(1000)}) == 1000
     with pytest.raises(ValueError):
         staging_name("x" * 60)
+
+
+@pytest.mark.parametrize("bad", ["nul\x00", "surrogate\ud800"], ids=["nul", "surrogate"])
+def test_unstorable_text_is_a_data_error(engine, task_id, copy_format, bad):
+    """Whether psycopg or the server refuses the string, the caller gets sqlalchemy's DataError."""
+    with engine.connect() as conn:
+        source_id = conn.execute(select(Source.id)).scalar_one()
+    row = {"source_id": source_id, "location": bad, "reason": "bad", "fingerprint": "0" * 64}
+    with pytest.raises(DataError) as caught, engine.begin() as conn:
+        copy_insert(conn, Quarantine, [row], list(row))
+    assert isinstance(caught.value.orig, psycopg.DataError)
+    with engine.connect() as conn:  # nothing written, and the pooled connection still works
+        assert conn.execute(select(func.count()).select_from(Quarantine)).scalar_one() == 0
+
+
+@pytest.mark.parametrize("column, value", [("n_electronic_steps", 2**40), ("ionic_step", -(2**31) - 1)])
+def test_out_of_range_integer_is_a_data_error_not_truncated(engine, task_id, copy_format, column, value):
+    frame = make_frame(task_id, 0)
+    frame[column] = value  # binary COPY into an int4 column would keep only the low 32 bits
+    with pytest.raises(DataError, match="out of range"), engine.begin() as conn:
+        copy_insert(conn, Frame, [frame], FRAME_COLUMNS)
+    assert count_frames(engine) == 0
+
+
+def test_lost_connection_is_invalidated_for_the_pool(engine, task_id, database_url):
+    with engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
+        with pytest.raises(DBAPIError) as caught:
+            copy_insert(conn, Frame, [make_frame(task_id, 0)], FRAME_COLUMNS)
+        assert caught.value.connection_invalidated and conn.invalidated
+    with engine.connect() as conn:  # the pool reconnects
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pid
+        assert copy_insert(conn, Frame, [make_frame(task_id, 0)], FRAME_COLUMNS).n_inserted == 1
+        conn.commit()
+    assert count_frames(engine) == 1

@@ -18,6 +18,7 @@ from crossfid.curation.rules import (
     ENERGY_WINDOW,
     FINAL_FRAME_AGREEMENT,
     HUBBARD_CONSISTENCY,
+    MIN_DISTANCE,
     NO_REFERENCE_ENTRY,
     REFERENCE_FRAME,
     REJECTION_RULES,
@@ -31,8 +32,10 @@ from crossfid.curation.rules import (
     energy_window,
     final_frame_agreement,
     hubbard_consistency,
+    min_distance,
     nelm_from_input_parameters,
     reference_frame,
+    shortest_distance,
 )
 
 E_REF = -5.0  # exactly representable, and so are E_REF + 1.0, E_REF - 0.0 ...
@@ -449,3 +452,125 @@ def test_structure_tolerance_switches_after_10_accepted_frames(method):
     after = _decide(11, frame(999, E_REF + 0.001, scale=1.005), method)
     assert after.rule == DUPLICATE and after.detail["tier"] == 1 and after.detail["ltol"] == 0.01
     assert "duplicate of accepted frame 0" in after.message
+
+
+# --------------------------------------------------------------------------- safety rule: overlapping atoms
+
+#: silicon, diamond structure, primitive fcc cell (a = 5.43 Å): nearest neighbours at a·√3/4 = 2.351 Å
+SI_A = 5.43
+SI_LATTICE = SI_A / 2 * np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]])
+SI_FRAC = [[0, 0, 0], [0.25, 0.25, 0.25]]
+
+
+def view(key, lattice, numbers, frac, energy=E_REF, step=0):
+    return FrameView.from_arrays(
+        key, step, lattice, numbers, frac, energy, forces=np.zeros((len(numbers), 3)), stress=np.zeros((3, 3))
+    )
+
+
+def test_config_has_the_min_distance_threshold_in_its_hash():
+    config = CurationConfig()
+    assert config.min_interatomic_distance == 0.5 and config.to_dict()["min_interatomic_distance"] == 0.5
+    assert config.to_dict()["rules_version"] == 2
+    assert CurationConfig(min_interatomic_distance=0.6).config_hash() != config.config_hash()
+    assert CurationConfig(min_interatomic_distance=None).config_hash() != config.config_hash()
+    assert CurationConfig(min_interatomic_distance=1).to_dict()["min_interatomic_distance"] == 1.0
+    off = CurationConfig(min_interatomic_distance=None)
+    assert CurationConfig.from_dict(json.loads(off.canonical_json())) == off
+    for bad in (0, -0.5, math.nan, math.inf, True, "0.5"):
+        with pytest.raises(ValueError, match="min_interatomic_distance"):
+            CurationConfig(min_interatomic_distance=bad)
+    # a configuration stored before the rule existed (rules version 1) had no such rule
+    old = {k: v for k, v in config.to_dict().items() if k != "min_interatomic_distance"} | {"rules_version": 1}
+    assert CurationConfig.from_dict(old).min_interatomic_distance is None
+    with pytest.raises(ValueError, match="not a setting of rules version 1"):
+        CurationConfig.from_dict({"rules_version": 1, "min_interatomic_distance": 0.5})
+    with pytest.raises(ValueError, match="rules version 3"):
+        CurationConfig.from_dict({"rules_version": 3})
+
+
+def test_shortest_distance_finds_a_close_pair_and_its_image():
+    lattice = 5.0 * np.eye(3)
+    pair = shortest_distance(lattice, [[0.5, 0.5, 0.5], [0.52, 0.5, 0.5], [0, 0, 0]], 0.5)
+    assert pair.i == 0 and pair.j == 1 and pair.image == (0, 0, 0) and pair.distance == pytest.approx(0.1, abs=1e-12)
+    across = shortest_distance(lattice, [[0.99, 0.5, 0.5], [0.01, 0.5, 0.5]], 0.5)  # across the cell boundary
+    assert across.distance == pytest.approx(0.1, abs=1e-12) and (across.i, across.j, across.image) == (0, 1, (1, 0, 0))
+    assert shortest_distance(4.0 * np.eye(3), [[0.5, 0.5, 0.5], [0.625, 0.5, 0.5]], 0.5) is None  # 0.5 Å exactly
+    assert shortest_distance(lattice, [[0.2, 0.2, 0.2], [0.2, 0.2, 0.2]], 0.5).distance == 0.0  # identical sites
+
+
+def test_shortest_distance_of_normal_crystals_is_their_bond_length():
+    si = shortest_distance(SI_LATTICE, SI_FRAC, 3.0)
+    assert si.distance == pytest.approx(SI_A * math.sqrt(3) / 4, rel=1e-12)
+    nacl = shortest_distance(5.64 * np.eye(3), NACL_FRAC, 3.0)
+    assert nacl.distance == pytest.approx(2.82, rel=1e-12) and {NACL_NUMBERS[nacl.i], NACL_NUMBERS[nacl.j]} == {11, 17}
+    assert (
+        shortest_distance(SI_LATTICE, SI_FRAC, 0.5) is None
+        and shortest_distance(5.64 * np.eye(3), NACL_FRAC, 0.5) is None
+    )
+    # one-atom cells: the nearest atom is the atom's own periodic image
+    bcc_fe = 2.87 / 2 * np.array([[-1, 1, 1], [1, -1, 1], [1, 1, -1]])
+    fe = shortest_distance(bcc_fe, [[0, 0, 0]], 3.0)
+    assert fe.distance == pytest.approx(2.87 * math.sqrt(3) / 2, rel=1e-12) and fe.i == fe.j == 0
+    assert shortest_distance(bcc_fe, [[0, 0, 0]], 0.5) is None
+
+
+def test_shortest_distance_agrees_with_pymatgen_on_skewed_and_tiny_cells():
+    from pymatgen.core import Lattice, Structure
+
+    rng = np.random.default_rng(4)
+    for trial in range(60):
+        n = int(rng.integers(1, 6))
+        lattice = np.diag(rng.uniform(0.3, 4, 3)) + np.triu(rng.normal(0, 2.5, (3, 3)), 1)
+        frac = rng.uniform(-1, 2, (n, 3))
+        cutoff = float(rng.uniform(0.5, 3))
+        _, _, _, distances = Structure(Lattice(lattice), ["H"] * n, frac).get_neighbor_list(cutoff)
+        expected = distances.min() if len(distances) and distances.min() < cutoff else None
+        pair = shortest_distance(lattice, frac, cutoff)
+        if expected is None:
+            assert pair is None, trial
+            continue
+        assert pair.distance == pytest.approx(expected, abs=1e-9), trial
+        vector = (frac[pair.j] + pair.image - frac[pair.i]) @ lattice  # the reported image is the stored one
+        assert np.linalg.norm(vector) == pytest.approx(pair.distance, abs=1e-9), trial
+
+
+def test_min_distance_rule_rejects_overlapping_atoms_with_the_measured_distance():
+    frames = [
+        view(1, 5.0 * np.eye(3), [8, 1], [[0.5, 0.5, 0.5], [0.52, 0.5, 0.5]]),  # a 0.1 Å O-H pair
+        view(2, SI_LATTICE, [14, 14], SI_FRAC),  # silicon
+        view(3, 5.64 * np.eye(3), NACL_NUMBERS, NACL_FRAC),  # rock salt
+        view(4, 0.4 * np.eye(3), [1], [[0, 0, 0]]),  # one H atom in a 0.4 Å cube: it overlaps its images
+        view(5, 2.87 / 2 * np.array([[-1, 1, 1], [1, -1, 1], [1, 1, -1]]), [26], [[0, 0, 0]]),  # bcc Fe
+    ]
+    outcome = min_distance(frames, CONFIG)
+    assert [f.key for f in outcome.remaining] == [2, 3, 5]
+    pair, tiny = outcome.decisions
+    assert pair.frame_key == 1 and not pair.accepted and pair.rule == MIN_DISTANCE and pair.rule_number is None
+    assert pair.detail["min_distance"] == pytest.approx(0.1, abs=1e-12) and pair.detail["threshold"] == 0.5
+    assert pair.detail["sites"] == [0, 1] and pair.detail["atomic_numbers"] == [8, 1]
+    assert "atoms 0 and 1 are 0.1 Å apart (< 0.5 Å)" in pair.message
+    assert tiny.frame_key == 4 and tiny.detail["min_distance"] == pytest.approx(0.4) and tiny.detail["sites"] == [0, 0]
+    assert "its own periodic image" in tiny.message
+    json.dumps([d.as_dict() for d in outcome.decisions])  # JSON-safe
+    assert min_distance(frames, CurationConfig(min_interatomic_distance=None)).remaining == tuple(frames)
+    stricter = min_distance(frames, CurationConfig(min_interatomic_distance=2.4))
+    assert [f.key for f in stricter.remaining] == [3, 5]  # Si-Si 2.35 Å is now too close
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_curate_material_applies_min_distance_after_the_mptrj_frame_rules(method):
+    overlap = np.vstack([NACL_FRAC[:7], NACL_FRAC[0] + [0.01, 0, 0]])  # the last Cl sits 0.056 Å from a Na
+    frames = [
+        view(1, 5.64 * np.eye(3), NACL_NUMBERS, overlap, energy=E_REF, step=0),  # would be the reference frame
+        view(2, 5.64 * np.eye(3), NACL_NUMBERS, overlap, energy=E_REF + 2, step=1),  # also outside the window
+        view(3, 5.64 * np.eye(3), NACL_NUMBERS, NACL_FRAC, energy=E_REF + 0.1, step=2),
+        view(4, 5.64 * np.eye(3), NACL_NUMBERS, NACL_FRAC, energy=E_REF, step=3),
+    ]
+    decisions = by_key(curate_material([task("relax", frames)], ReferenceView(E_REF), CONFIG, dedupe=method))
+    assert decisions[1].rule == MIN_DISTANCE and decisions[1].detail["min_distance"] == pytest.approx(0.0564)
+    assert decisions[2].rule == ENERGY_WINDOW  # MPtrj's rules decide first: their decisions do not change
+    assert decisions[4].rule == REFERENCE_FRAME and decisions[3].accepted
+    assert MIN_DISTANCE in REJECTION_RULES
+    off = CurationConfig(min_interatomic_distance=None)
+    assert by_key(curate_material([task("relax", frames)], ReferenceView(E_REF), off, dedupe=method))[1].accepted

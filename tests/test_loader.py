@@ -93,13 +93,16 @@ def test_bad_records_are_quarantined_and_good_ones_kept(engine):
 
 def test_database_refusal_quarantines_only_that_record(engine):
     """A record that passes validation but breaks a database rule does not sink its batch."""
+    with engine.begin() as conn:  # a rule only the database knows (validation rejects n_electronic_steps=-1 now)
+        conn.execute(text("ALTER TABLE frames ADD CONSTRAINT ck_test_frames CHECK (n_electronic_steps <> 7)"))
     good = synthetic.corpus(3)
     clash = synthetic.bundle(20)
-    clash.tasks[0].frames[2] = replace(clash.tasks[0].frames[2], n_electronic_steps=-1)  # only the DB checks this
+    clash.tasks[0].frames[2] = replace(clash.tasks[0].frames[2], n_electronic_steps=7)
+    assert all(f.n_electronic_steps != 7 for b in good for f in b.tasks[0].frames)
     summary = ingest(engine, "synthetic", "test", [good[0], clash, good[1], good[2]])
     assert summary.tasks_added == 3 and summary.quarantined == 1
     reason = next(iter(summary.quarantine_reasons))
-    assert reason.startswith("database refused the record") and "n_electronic_steps" in reason
+    assert reason.startswith("database refused the record") and "ck_test_frames" in reason
 
 
 def test_refusals_only(engine):

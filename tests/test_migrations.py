@@ -73,3 +73,40 @@ def test_fidelity_vocabulary_is_seeded_and_matches_python(engine):
         names = set(conn.execute(text("SELECT name FROM fidelities")).scalars())
     assert names == set(FIDELITY_NAMES)
     assert {"GGA", "GGA+U", "r2SCAN", "r2SCAN+U", "HSE06", "PBE-D3", "r2SCAN-rVV10", "optB88-vdW"} <= names
+
+
+def _triggers(engine) -> dict[str, str]:
+    """Non-internal triggers: name → table."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT tgname, tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal ORDER BY tgname")
+        ).all()
+    return dict(rows)
+
+
+def test_frozen_data_guards_downgrade_to_0005_and_back(engine):
+    head = _triggers(engine)
+    guards = {
+        "frames_frozen": "frames",
+        "tasks_frozen": "tasks",
+        "materials_frozen": "materials",
+        "curation_runs_frozen": "curation_runs",
+        "frame_decisions_frozen": "frame_decisions",
+        "frame_decisions_frozen_insert": "frame_decisions",
+        "splits_freeze_check": "splits",
+        "split_subsets_frozen": "split_subsets",
+        "frames_no_truncate_frozen": "frames",
+    }
+    assert guards.items() <= head.items()
+    migrate.downgrade(engine, "0005")
+    assert migrate.current_revision(engine) == "0005"
+    before = _triggers(engine)
+    assert set(head) - set(before) == set(guards) - {"split_subsets_frozen"} | {
+        f"{t}_no_truncate_frozen"
+        for t in ("materials", "tasks", "curation_runs", "frame_decisions", "datasets", "splits")
+    }
+    assert before["split_subsets_frozen"] == "split_subsets"  # revision 0002's trigger is back
+    _, _, functions = _schema_objects(engine)
+    assert "crossfid_refuse_frozen_source" not in functions and "crossfid_refuse_frozen_parent" in functions
+    migrate.upgrade(engine)
+    assert _triggers(engine) == head

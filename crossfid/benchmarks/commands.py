@@ -60,7 +60,11 @@ def refresh_command(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Workers of the local Dask cluster.")] = None,
 ) -> None:
-    """Run exactly the (model × benchmark) pairs that are missing or stale; a no-op when all are fresh."""
+    """Run exactly the (model × benchmark) pairs that are missing or stale; a no-op when all are fresh.
+
+    The split and its dataset are first verified against their stored content hashes (as `crossfid dataset
+    verify` does); a mismatch refuses the refresh with an error and exit status 1.
+    """
     from crossfid.benchmarks.leaderboard import parse_interval, refresh, run_every
     from crossfid.benchmarks.relax_jobs import RelaxSettings
     from crossfid.benchmarks.suite import default_benchmarks
@@ -93,6 +97,8 @@ def refresh_command(
             if cluster is not None:
                 cluster.close()
             engine.dispose()
+        for line in summary.verified:
+            console.print(f"verified: {line}", highlight=False, soft_wrap=True)
         for name, bench, run_id in summary.ran:
             console.print(f"ran {bench} on {name} (benchmark run {run_id})", highlight=False)
         console.print(f"{len(summary.ran)} ran, {len(summary.fresh)} already fresh, {len(summary.failed)} failed")

@@ -5,6 +5,9 @@ key (benchmark version, model weights, benchmark data, parameters) has no
 completed run. It holds a PostgreSQL advisory lock for its whole duration, so a
 second refresh started meanwhile waits and then finds nothing to do. A pair
 that fails is recorded as a failed run with its error and the others go on.
+Before any benchmark, the split and its dataset are verified against their stored
+content hashes (:func:`crossfid.curation.verify.require_verified_split`); a mismatch
+refuses the whole refresh with a :class:`crossfid.curation.verify.VerificationError`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlalchemy.orm import Session
 from crossfid.benchmarks.store import completed_run, fail_run, finish_run, run_key, start_run
 from crossfid.benchmarks.suite import Context, default_benchmarks
 from crossfid.curation.splits import resolve_split
+from crossfid.curation.verify import require_verified_split
 from crossfid.db.models import ModelRow, TrainingRun
 from crossfid.signals import stop_on_signals
 from crossfid.training.registry import PACKAGE_MODELS, ensure_package_model
@@ -39,6 +43,7 @@ class RefreshSummary:
     ran: list[tuple[str, str, int]] = field(default_factory=list)  # (model, benchmark, run id)
     fresh: list[tuple[str, str, int]] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (model, benchmark, error)
+    verified: list[str] = field(default_factory=list)  # OK lines of the dataset, split and subsets benchmarked on
 
 
 def leaderboard_models(session: Session) -> list[ModelRow]:
@@ -86,8 +91,12 @@ def refresh(
 
 
 def _refresh_locked(engine, split, suite, model_names, client, progress, summary: RefreshSummary) -> None:
-    with Session(engine) as session, session.begin():
+    with Session(engine) as session:
         split_id = resolve_split(session, split).id
+    # the benchmark data come from this split and its dataset: recompute their hashes from the stored frames
+    # first, and refuse (VerificationError) when frozen data were changed behind the database's back
+    summary.verified = require_verified_split(engine, split_id).lines()
+    with Session(engine) as session, session.begin():
         rows = leaderboard_models(session)
         if model_names:
             rows = [r for r in rows if r.name in set(model_names)]

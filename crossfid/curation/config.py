@@ -13,6 +13,9 @@ Comparison conventions (how each threshold is applied; see :mod:`crossfid.curati
 * rule 6, reference frame: ``|E_frame - E_ref| <= reference_frame_tolerance``
 * rule 7, energy pre-check: a frame is energy-unique when ``|E - E_a| > energy_threshold``
   for every accepted frame ``a``
+* safety rule ``min_distance`` (not an MPtrj rule): rejected when the shortest distance
+  between two atoms, periodic images included, is ``< min_interatomic_distance`` (strict;
+  Å; ``None`` turns the rule off)
 * dedupe tiers: the tier used for a candidate is the last tier whose
   ``min_accepted_exclusive`` is *strictly below* the number of frames accepted so far
   (the reference frame included); with 0 accepted frames, the first tier.
@@ -27,8 +30,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
-#: bump when the meaning of a rule changes (part of :meth:`CurationConfig.to_dict` and so of the hash)
-RULES_VERSION = 1
+#: bump when the meaning of a rule changes (part of :meth:`CurationConfig.to_dict` and so of the hash).
+#: 2: the ``min_distance`` safety rule (``min_interatomic_distance``); a version-1 configuration had no such
+#: rule, so :meth:`CurationConfig.from_dict` reads it with the rule off.
+RULES_VERSION = 2
+#: rules versions :meth:`CurationConfig.from_dict` reads
+READABLE_RULES_VERSIONS = (1, 2)
+
+#: default of ``min_interatomic_distance`` (Å): well below any bond length (H2: 0.74 Å) and far above numerical noise
+DEFAULT_MIN_INTERATOMIC_DISTANCE = 0.5
 
 
 class DedupeTier(NamedTuple):
@@ -70,6 +80,8 @@ class CurationConfig:
 
     Energies are eV/atom. ``hubbard_u_tolerance`` (eV) is how close two U values must
     be to count as "the same U" (JSON round trips of 5.3 vs 5.300000001).
+    ``min_interatomic_distance`` (Å) is the threshold of the extra safety rule
+    ``min_distance`` (overlapping atoms; not one of MPtrj's rules), ``None`` to turn it off.
     The StructureMatcher options are pymatgen's defaults except ``scale=False``, as in
     MPtrj; ``primitive_cell=True`` reduces high-symmetry supercells before matching
     (CHGNET_NOTES pitfall 8) and is kept on purpose to reproduce MPtrj's decisions.
@@ -87,9 +99,13 @@ class CurationConfig:
     scale: bool = False
     attempt_supercell: bool = False
     allow_subset: bool = False
+    min_interatomic_distance: float | None = DEFAULT_MIN_INTERATOMIC_DISTANCE
 
     def __post_init__(self) -> None:
         _positive(self.final_frame_threshold, "final_frame_threshold")
+        if self.min_interatomic_distance is not None:
+            _positive(self.min_interatomic_distance, "min_interatomic_distance")
+            object.__setattr__(self, "min_interatomic_distance", float(self.min_interatomic_distance))
         _positive(self.reference_frame_tolerance, "reference_frame_tolerance")
         _positive(self.hubbard_u_tolerance, "hubbard_u_tolerance")
         for name in ("energy_window_lower", "energy_window_upper"):
@@ -187,11 +203,19 @@ class CurationConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CurationConfig:
-        """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys are an error.
+
+        A configuration of rules version 1 (stored before the ``min_distance`` rule existed) is
+        read with that rule off, which is what such a run applied.
+        """
         data = dict(data)
         version = data.pop("rules_version", RULES_VERSION)
-        if version != RULES_VERSION:
+        if version not in READABLE_RULES_VERSIONS:
             raise ValueError(f"curation config of rules version {version}, this crossfid implements {RULES_VERSION}")
+        if version == 1:
+            if "min_interatomic_distance" in data:
+                raise ValueError("min_interatomic_distance is not a setting of rules version 1")
+            data["min_interatomic_distance"] = None
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -1,4 +1,4 @@
-"""``crossfid dataset``: freeze curated frames into dataset versions, split, audit for leaks, list, show, export.
+"""``crossfid dataset``: freeze curated frames into versions, split, audit for leaks, list, show, verify, export.
 
 Errors are raised as exceptions; ``crossfid.cli.main`` prints them as one line.
 """
@@ -12,9 +12,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from crossfid.dbconnect import migrated_engine
+from crossfid.exit_codes import ExitCode
 
 dataset_app = typer.Typer(
     help="Immutable dataset versions, leak-free splits, leakage audits and exports (extxyz, MPtrj).",
@@ -145,7 +147,7 @@ def audit(
     workers: Annotated[int, typer.Option(help="Processes comparing structures (0: all cores for large audits).")] = 0,
     show: Annotated[int, typer.Option(help="Print at most this many pairs (0: all).")] = 50,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the full report as JSON here.")] = None,
-    fail_on_leak: Annotated[bool, typer.Option(help="Exit with status 2 when a leak is found.")] = False,
+    fail_on_leak: Annotated[bool, typer.Option(help="Exit with status 4 when a leak is found.")] = False,
 ) -> None:
     """Find validation/test frames whose structure matches a training frame of another material."""
     from dataclasses import asdict
@@ -202,7 +204,7 @@ def audit(
         document["pairs"] = [asdict(p) for p in report.pairs]
         json_out.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
     if fail_on_leak and report.pairs:
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
 @dataset_app.command("list")
@@ -270,6 +272,36 @@ def show(dataset: Annotated[str, typer.Argument(help="NAME (latest version), NAM
                 ",".join(map(str, s.subsets)) or "-",
             )
         console.print(splits)
+
+
+@dataset_app.command("verify")
+def verify(
+    dataset: Annotated[str, typer.Argument(help="NAME (latest version), NAME@VERSION, NAME:VERSION or id.")],
+) -> None:
+    """Recompute a frozen dataset's content hash, and its splits' and subsets', from the stored frames.
+
+    Prints one OK or MISMATCH line per object; exits with status 4 when anything does not match.
+    """
+    from crossfid.curation.verify import verify_dataset
+
+    engine = migrated_engine()
+    try:
+        result = verify_dataset(engine, dataset)
+    finally:
+        engine.dispose()
+    for check in result.checks:
+        status = "[green]OK[/]" if check.ok else "[red]MISMATCH[/]"
+        text = check.line().split(" ", 1)[1]
+        console.print(f"{status} {escape(text)}", highlight=False, soft_wrap=True)
+    n_failed = len(result.failed)
+    if n_failed:
+        console.print(
+            f"[red]dataset {result.dataset}: {n_failed} of {len(result.checks)} objects do not match their stored "
+            "hashes[/]",
+            highlight=False,
+        )
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+    console.print(f"dataset {result.dataset}: all {len(result.checks)} objects match their stored hashes")
 
 
 @dataset_app.command("export")

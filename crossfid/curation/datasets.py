@@ -4,8 +4,10 @@
 optionally only those of some task fidelities, into a new version of a named dataset,
 in ONE transaction: the ``datasets`` row, its members (``dataset_frames``, by ``COPY``),
 the counts, the elements and the content hash, then ``frozen = true``. From then on the
-database itself refuses any change to the row or its membership (triggers of revision
-0002), so a dataset version is immutable.
+database itself refuses any change to the row, its membership, its frames and their tasks
+and materials, and its curation run's decisions (triggers of revisions 0002 and 0006), so
+a dataset version is immutable; :mod:`crossfid.curation.verify` recomputes its hash from
+the stored frames to catch changes made with the triggers disabled.
 
 Content hash recipe (``crossfid-dataset-v1``), identical in every database because it
 only uses the frames' own content hashes (:meth:`crossfid.ingest.records.Frame.content_hash`),

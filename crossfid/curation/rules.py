@@ -8,7 +8,10 @@ Order of application (``curate_material``)
     1. task-level rules reject whole tasks: :func:`hubbard_consistency` (rule 1), then
        :func:`final_frame_agreement` (rule 2);
     2. frame-level rules on the frames of the remaining tasks: :func:`complete_labels`
-       (3), :func:`electronic_convergence` (4), :func:`energy_window` (5);
+       (3), :func:`electronic_convergence` (4), :func:`energy_window` (5), then the extra
+       safety rule :func:`min_distance` (overlapping atoms; not one of MPtrj's rules, so it
+       runs after them and changes none of their decisions, only keeps overlapping frames
+       away from rules 6 and 7);
     3. :func:`reference_frame` (6): the first remaining frame in walking order whose
        energy per atom is within ``reference_frame_tolerance`` of ``E_ref`` is accepted
        (once);
@@ -28,6 +31,9 @@ Decision vocabulary (``Decision.rule``)
     ``complete_labels``         rule 3: no (or non-finite) energy, no forces, or no stress while stress is required
     ``electronic_convergence``  rule 4: the SCF hit NELM (``n_electronic_steps >= NELM``) or ``scf_converged`` is False
     ``energy_window``           rule 5: ``ΔE < -0.01`` or ``ΔE > 1`` eV/atom
+    ``min_distance``            safety rule (not MPtrj's): two atoms, periodic images included, are closer
+                                than ``min_interatomic_distance`` (0.5 Å); ``detail["min_distance"]`` is the
+                                measured distance
     ``duplicate``               rule 7: energy within the tier's threshold of an accepted frame and
                                 ``StructureMatcher.fit`` matched it to an accepted frame (``detail["matched_frame"]``)
 
@@ -51,7 +57,7 @@ import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -71,6 +77,7 @@ FINAL_FRAME_AGREEMENT = "final_frame_agreement"
 COMPLETE_LABELS = "complete_labels"
 ELECTRONIC_CONVERGENCE = "electronic_convergence"
 ENERGY_WINDOW = "energy_window"
+MIN_DISTANCE = "min_distance"
 DUPLICATE = "duplicate"
 REFERENCE_FRAME = "reference_frame"
 ENERGY_UNIQUE = "energy_unique"
@@ -84,13 +91,16 @@ REJECTION_RULES: tuple[str, ...] = (
     COMPLETE_LABELS,
     ELECTRONIC_CONVERGENCE,
     ENERGY_WINDOW,
+    MIN_DISTANCE,
     DUPLICATE,
 )
 #: reasons of acceptances
 ACCEPTANCE_REASONS: tuple[str, ...] = (REFERENCE_FRAME, ENERGY_UNIQUE, STRUCTURE_UNIQUE)
-#: the number of the rule in CURATION_RULES.md behind each decision name (None: no rule could be applied)
+#: the number of the rule in CURATION_RULES.md behind each decision name (None: no rule could be applied,
+#: or a rule that is not one of CURATION_RULES.md's, such as the ``min_distance`` safety rule)
 RULE_NUMBERS: dict[str, int | None] = {
     NO_REFERENCE_ENTRY: None,
+    MIN_DISTANCE: None,
     HUBBARD_CONSISTENCY: 1,
     FINAL_FRAME_AGREEMENT: 2,
     COMPLETE_LABELS: 3,
@@ -477,6 +487,133 @@ def energy_window(frames: Iterable[FrameView], reference: ReferenceView, config:
     return RuleOutcome(remaining=tuple(remaining), decisions=tuple(decisions))
 
 
+class AtomPair(NamedTuple):
+    """The closest two atoms of a periodic structure: atom ``j`` translated by ``image`` (lattice vectors,
+    relative to the stored fractional coordinates) is ``distance`` Å from atom ``i``; ``i == j`` is an atom
+    and its own periodic image."""
+
+    distance: float
+    i: int
+    j: int
+    image: tuple[int, int, int]
+
+
+#: pair distances computed per block (bounds the memory of large cells)
+_PAIR_BLOCK = 1 << 20
+
+
+def _image_ranges(lattice: np.ndarray, cutoff: float) -> np.ndarray:
+    """Per lattice direction, the largest |n| of a translation that can bring two atoms within ``cutoff``.
+
+    With fractional differences wrapped to [-1/2, 1/2], a vector with component ``Δf + n``
+    along direction k is at least ``|Δf + n| * h_k`` long (``h_k`` the spacing of the lattice
+    planes it crosses), so ``|n| < cutoff / h_k + 1/2``.
+    """
+    # h_k = 1 / |b_k|, with b_k the reciprocal vectors (without 2π): the columns of the inverse
+    inverse = np.linalg.inv(lattice)
+    spacing = 1.0 / np.sqrt(np.einsum("ij,ij->j", inverse, inverse))
+    return (np.ceil(cutoff / spacing + 0.5 + 1e-9) - 1).astype(np.int64)
+
+
+def shortest_distance(lattice: Any, frac_coords: Any, cutoff: float) -> AtomPair | None:
+    """The closest pair of atoms of a periodic cell if it is closer than ``cutoff`` Å, else None. Pure numpy.
+
+    Every pair of distinct atoms and every atom with its own periodic images (which is
+    what makes a one-atom cell overlap itself) is considered with every lattice translation
+    that can bring it within ``cutoff``, so the distance returned is exact: the minimum of
+    the periodic distance matrix with the images included (pymatgen's
+    ``Structure.get_neighbor_list(cutoff)`` gives the same minimum). Ties go to an atom's own
+    image, then to the first pair in (i, j) order. ``lattice``: 3×3 (rows are lattice vectors,
+    Å) or 9 values; ``frac_coords``: n×3 or 3n values. Cells wider than the cutoff in every
+    direction cost one distance per pair of atoms (about 0.1 ms for 30 atoms).
+    """
+    matrix = np.asarray(lattice, dtype=float).reshape(3, 3)
+    frac = np.asarray(frac_coords, dtype=float).reshape(-1, 3)
+    cutoff = float(cutoff)
+    ranges = _image_ranges(matrix, cutoff)
+    to_stored: np.ndarray | None = None
+    if int(np.prod(2 * ranges + 1)) > 125:
+        # a very skewed or tiny cell: search in an LLL-reduced basis of the same lattice (same distances)
+        from pymatgen.core import Lattice
+
+        reduced = Lattice(matrix).get_lll_reduced_lattice().matrix
+        to_stored = np.rint(reduced @ np.linalg.inv(matrix)).astype(np.int64)  # reduced = to_stored @ matrix
+        frac = frac @ np.linalg.inv(to_stored)
+        matrix = reduced
+        # an atom and its image one (reduced) lattice vector away bound the closest pair: search no farther
+        cutoff = min(cutoff, float(np.linalg.norm(matrix, axis=1).min()) * (1 + 1e-9))
+        ranges = _image_ranges(matrix, cutoff)
+    if not ranges.any():  # the common case: cells wider than the cutoff need no image but the nearest
+        images = np.zeros((1, 3), dtype=np.int64)
+    else:
+        axes = [np.arange(-r, r + 1) for r in ranges]
+        images = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+
+    best: tuple[float, int, int, np.ndarray] | None = None
+    # an atom and its own images: the same for every atom, so atom 0 stands for all
+    nonzero = images[np.any(images != 0, axis=1)]
+    if len(nonzero) and len(frac):
+        lengths = np.linalg.norm(nonzero @ matrix, axis=1)
+        k = int(np.argmin(lengths))
+        if lengths[k] < cutoff:
+            best = (float(lengths[k]), 0, 0, nonzero[k])
+    # distinct atoms, a block of pairs at a time
+    first, second = np.triu_indices(len(frac), k=1)
+    step = max(1, _PAIR_BLOCK // len(images))
+    for start in range(0, len(first), step):
+        i, j = first[start : start + step], second[start : start + step]
+        delta = frac[j] - frac[i]
+        shift = np.rint(delta)
+        vectors = ((delta - shift)[:, None, :] + images[None, :, :]).reshape(-1, 3) @ matrix
+        squares = np.einsum("ni,ni->n", vectors, vectors)
+        p, k = divmod(int(np.argmin(squares)), len(images))
+        d = math.sqrt(float(squares[p * len(images) + k]))
+        if d < cutoff and (best is None or d < best[0]):
+            best = (d, int(i[p]), int(j[p]), images[k] - shift[p].astype(np.int64))
+    if best is None:
+        return None
+    distance, a, b, image = best
+    if to_stored is not None:
+        image = image @ to_stored  # translations of the stored lattice vectors
+    return AtomPair(distance, a, b, (int(image[0]), int(image[1]), int(image[2])))
+
+
+def min_distance(frames: Iterable[FrameView], config: CurationConfig) -> RuleOutcome:
+    """Safety rule (not one of MPtrj's): drop frames with two atoms closer than ``min_interatomic_distance``.
+
+    Distances are periodic (:func:`shortest_distance`: images included, so a one-atom cell
+    smaller than the threshold overlaps itself); rejected when the shortest one is strictly
+    below the threshold. The decision records the measured distance, the two atoms and the
+    image. Not applied when ``config.min_interatomic_distance`` is None.
+    """
+    frames = tuple(frames)
+    threshold = config.min_interatomic_distance
+    if threshold is None:
+        return RuleOutcome(remaining=frames)
+    remaining: list[FrameView] = []
+    decisions: list[Decision] = []
+    for frame in frames:
+        pair = shortest_distance(frame.lattice, frame.frac_coords, threshold)
+        if pair is None or not pair.distance < threshold:
+            remaining.append(frame)
+            continue
+        numbers = frame.atomic_numbers
+        detail = {
+            "min_distance": pair.distance,
+            "threshold": threshold,
+            "sites": [pair.i, pair.j],
+            "atomic_numbers": [int(numbers[pair.i]), int(numbers[pair.j])],
+            "image": list(pair.image),
+        }
+        if pair.i == pair.j:
+            what = f"atom {pair.i} is {fmt(pair.distance)} Å from its own periodic image"
+        else:
+            what = f"atoms {pair.i} and {pair.j} are {fmt(pair.distance)} Å apart"
+        message = f"overlapping atoms: {what} (< {fmt(threshold)} Å)"
+        decisions.append(Decision(frame.key, False, MIN_DISTANCE, detail, message))
+    return RuleOutcome(remaining=tuple(remaining), decisions=tuple(decisions))
+
+
 def reference_frame(frames: Sequence[FrameView], reference: ReferenceView, config: CurationConfig) -> RuleOutcome:
     """Rule 6: accept the first frame (walking order) with ``|E_frame - E_ref| <= tolerance``, once.
 
@@ -538,7 +675,8 @@ def curate_material(
     dedupe: DedupeMethod = "fast",
     stats: DedupeStats | None = None,
 ) -> list[Decision]:
-    """Apply rules 1-7 to one material at one fidelity; one decision per frame, in walking order.
+    """Apply rules 1-7 (and the ``min_distance`` safety rule) to one material at one fidelity; one decision
+    per frame, in walking order.
 
     ``tasks``: in the order rule 7 should walk them (e.g. by task id); frame keys must be
     unique across tasks. ``reference`` None: every frame is rejected (``no_reference_entry``).
@@ -574,7 +712,9 @@ def curate_material(
         record(step4)
         step5 = energy_window(step4.remaining, reference, config)
         record(step5)
-        candidates.extend(step5.remaining)
+        safety = min_distance(step5.remaining, config)
+        record(safety)
+        candidates.extend(safety.remaining)
 
     step6 = reference_frame(candidates, reference, config)
     record(step6)

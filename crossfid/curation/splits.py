@@ -38,7 +38,10 @@ Split (``crossfid-split-v1``)::
 
 Nested subsets: training frames are ordered by ``sha256(f"{seed}\\x00{content_hash}")``
 (ties by the hash); the subset of size k is the first k frames, so every subset
-contains the smaller ones. Subset hash: :func:`crossfid.curation.datasets.hash_of_hashes`
+contains the smaller ones. Frames of identical content take their ids in their stable
+order (material, task, source, ionic step). A frozen split accepts a new subset only
+when it is exactly this one (the database recomputes it: revision 0006), which is how
+:func:`create_split` adds a size to an existing split. Subset hash: :func:`crossfid.curation.datasets.hash_of_hashes`
 with the domain ``crossfid-subset-v1`` over the subset's sorted content hashes.
 
 Split references (:func:`resolve_split`): the numeric id, or

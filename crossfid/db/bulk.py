@@ -14,6 +14,14 @@ Everything runs inside the caller's transaction and nothing is committed here:
 one bad row makes the whole statement fail and the caller's rollback leaves the
 target untouched.
 
+Errors are SQLAlchemy exceptions whatever their origin, so that callers can tell
+data from infrastructure: a value psycopg cannot encode (a string with a lone
+surrogate, an integer out of range for its column, which the binary format would
+otherwise truncate silently) raises ``sqlalchemy.exc.DataError`` like a value the
+server refuses, and an error that
+lost the connection is raised with ``connection_invalidated=True`` after the
+SQLAlchemy connection is invalidated, so that its pool reconnects.
+
 The COPY uses PostgreSQL's binary format, typed by the staging table's columns
 (text format when some column type has no psycopg binary dumper), so values must
 be of the Python type matching their column: ``float``/``int`` for ``float8``,
@@ -28,7 +36,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,9 +169,7 @@ def copy_insert(
             statement = drop
             cur.execute(drop.format(**names))
     except psycopg.Error as err:
-        raise DBAPIError.instance(
-            statement.format(**names).as_string(pg), None, err, psycopg.Error, dialect=conn.dialect
-        ) from err
+        raise _database_error(conn, pg, statement.format(**names), err) from err
     return BulkResult(n_input=n_input, n_inserted=n_inserted, returned_rows=returned)
 
 
@@ -190,8 +196,7 @@ def copy_rows(
         with pg.transaction() if pg.autocommit else nullcontext(), pg.cursor() as cur:
             return _stream_rows(pg, cur, target, cols, rows, columns)
     except psycopg.Error as err:
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(target, cols).as_string(pg)
-        raise DBAPIError.instance(statement, None, err, psycopg.Error, dialect=conn.dialect) from err
+        raise _database_error(conn, pg, sql.SQL("COPY {} ({}) FROM STDIN").format(target, cols), err) from err
 
 
 def copy_encoded(
@@ -233,7 +238,7 @@ def copy_encoded(
             buffer.append(pgbinary.COPY_TRAILER)
             stream.write(b"".join(buffer))
     except psycopg.Error as err:
-        raise DBAPIError.instance(statement.as_string(pg), None, err, psycopg.Error, dialect=conn.dialect) from err
+        raise _database_error(conn, pg, statement, err) from err
     return n
 
 
@@ -257,9 +262,32 @@ def _stream_rows(
             stream.set_types(oids)
         for row in rows:
             values = _row_values(row, columns)
-            stream.write_row([fn(value) for fn, value in zip(adapt, values, strict=True)])
+            adapted = [fn(value) for fn, value in zip(adapt, values, strict=True)]
+            try:
+                stream.write_row(adapted)
+            except _ENCODING_ERRORS as exc:  # the value, not the database: report it as a data error
+                raise psycopg.DataError(f"cannot send row {n + 1} to PostgreSQL: {type(exc).__name__}: {exc}") from exc
             n += 1
     return n
+
+
+#: what psycopg raises while dumping a value it cannot encode for its column (before the server sees it)
+_ENCODING_ERRORS = (UnicodeError, ValueError, TypeError, OverflowError, AttributeError)
+
+
+def _database_error(
+    conn: Connection, pg: psycopg.Connection, statement: sql.Composable, err: psycopg.Error
+) -> DBAPIError:
+    """``err`` as SQLAlchemy raises it; when it cost the connection, invalidate ``conn`` so the pool reconnects."""
+    disconnect = bool(pg.closed or pg.broken)
+    try:
+        text = statement.as_string(None if disconnect else pg)
+    except Exception:  # quoting needs a live connection; fall back to the plain form
+        text = repr(statement)
+    if disconnect:
+        with suppress(Exception):  # already invalidated or closed: nothing more to do
+            conn.invalidate(err)
+    return DBAPIError.instance(text, None, err, psycopg.Error, connection_invalidated=disconnect, dialect=conn.dialect)
 
 
 def _identifiers(names: Sequence[str]) -> sql.Composed:
@@ -309,7 +337,27 @@ def _plain(value: Any) -> Any:
     return value.tolist() if hasattr(value, "tolist") else value
 
 
+#: integer column types → (name, bound): values must lie in [-bound, bound - 1]
+_INTEGER_RANGES: dict[int, tuple[str, int]] = {
+    psycopg.postgres.types["int2"].oid: ("smallint", 2**15),
+    psycopg.postgres.types["int4"].oid: ("integer", 2**31),
+    psycopg.postgres.types["int8"].oid: ("bigint", 2**63),
+}
+
+
 def _adapter(type_oid: int) -> Callable[[Any], Any]:
+    integer = _INTEGER_RANGES.get(type_oid)
+    if integer is not None:
+        name, bound = integer
+
+        def checked_integer(value: Any) -> Any:
+            # the binary dumper of a column typed int2/int4 would silently keep only the low bytes
+            value = _plain(value)
+            if isinstance(value, int) and not -bound <= value < bound:
+                raise psycopg.DataError(f"{value} is out of range for type {name}")
+            return value
+
+        return checked_integer
     wrapper = _JSON_WRAPPERS.get(type_oid)
     if wrapper is None:
         return _plain

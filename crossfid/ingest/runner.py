@@ -9,12 +9,15 @@ Exit codes of ``crossfid ingest ...`` (documented in docs/ingestion.md):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from crossfid.ingest.loader import IngestSummary, ingest
 from crossfid.ingest.records import Bundle, Record
@@ -55,7 +58,7 @@ def run_ingest(
         columns += [BarColumn(), TextColumn("{task.completed}/{task.total}")]
     columns.append(TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
-        bar = progress.add_task(f"ingesting {source_name}", total=total)
+        bar = progress.add_task(f"ingesting {escape(source_name)}", total=total)
         stored = progress.add_task("stored 0 tasks, 0 frames", total=None)
 
         def on_batch(summary: IngestSummary) -> None:
@@ -85,7 +88,9 @@ def run_ingest(
 
 
 def print_summary(summary: IngestSummary, console: Console) -> None:
-    table = Table(title=f"ingest run {summary.ingest_run_id} ({summary.source})", show_header=True)
+    """The summary tables. Reasons and names are shown as plain text: a reason quoting the input
+    (``[/x]``, control characters) can neither break rich's markup nor reach the terminal raw."""
+    table = Table(title=_plain(f"ingest run {summary.ingest_run_id} ({summary.source})"), show_header=True)
     table.add_column("")
     table.add_column("added", justify="right")
     table.add_column("already present", justify="right")
@@ -94,9 +99,24 @@ def print_summary(summary: IngestSummary, console: Console) -> None:
     table.add_row("reference entries", f"{summary.references_added:,}", f"{summary.references_already_present:,}")
     table.add_row("raw documents", f"{summary.raw_documents_added:,}", "")
     table.add_row("quarantined", f"{summary.quarantined:,}", "")
+    if summary.conflicts:
+        table.add_row("  of which conflicting duplicates", f"{summary.conflicts:,}", "")
     console.print(table)
     if summary.quarantine_reasons:
         reasons = Table("reason", "count", title="quarantined input (see the quarantine table)")
         for reason, count in sorted(summary.quarantine_reasons.items(), key=lambda kv: -kv[1])[:15]:
-            reasons.add_row(reason, str(count))
+            reasons.add_row(_plain(reason), str(count))
         console.print(reasons)
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _plain(value: str) -> Text:
+    """``value`` as literal text for the terminal: no rich markup, control characters shown as escapes."""
+    return Text(_CONTROL.sub(_escape_control, value))
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
