@@ -6,6 +6,12 @@
 | ``CROSSFID_HOME``         | data directory (embedded server, caches, models, figures)  |
 | ``CROSSFID_DASK_SCHEDULER`` | address of a running Dask scheduler (``tcp://host:8786``) |
 | ``MP_API_KEY``            | Materials Project API key; never logged, printed or stored |
+| ``CROSSFID_MAX_JSON_DEPTH`` | JSON nesting limit of ingested records (default 64)      |
+| ``CROSSFID_MAX_RECORD_BYTES`` | size limit of one ingested record (default 256MiB)     |
+| ``CROSSFID_MAX_DECOMPRESSED_BYTES`` | cap on what a compressed input expands to (default 8GiB) |
+
+The three ingestion limits are read by :class:`crossfid.ingest.sourceio.Limits`
+(docs/ingestion.md, "Limits").
 
 Settings are read when asked for (``Settings.from_env()``), not at import time,
 so a test or a long-lived process can change the environment between calls.

@@ -6,7 +6,11 @@ Extended XYZ files (``.xyz``/``.extxyz``, plain or gzip) are split into frames h
 and each frame is parsed with ASE on its own, so a bad frame (unknown element
 symbol, malformed line) is refused with its index and the following frames are
 still read; each bundle keeps the exact bytes of its frames as raw document
-(format ``extxyz``). Other formats go through ``ase.io.iread(path, index=":")``; as
+(format ``extxyz``). Lines are read with a bounded ``readline``: a frame larger than
+``CROSSFID_MAX_RECORD_BYTES`` is refused without being held, and a compressed file
+(gzip, bz2, xz) expanding beyond ``CROSSFID_MAX_DECOMPRESSED_BYTES`` is refused from
+that point (docs/ingestion.md, "Limits"). A NUL character or lone surrogate in an
+id or label of ``info`` refuses its frame. Other formats go through ``ase.io.iread(path, index=":")``; as
 ASE cannot resume after a bad frame, the first unreadable frame ends the file with
 one refusal, and the raw document is a JSON dump of the frames' atoms, info, arrays
 and calculator results.
@@ -73,10 +77,19 @@ from crossfid.ingest.records import (
     Refusal,
     Task,
     TaskType,
+    check_text,
     stress_from_vasp_kbar,
     to_3x3,
 )
-from crossfid.ingest.sourceio import open_decompressed, reduced_composition, stream_problem
+from crossfid.ingest.sourceio import (
+    InputLimitError,
+    Limits,
+    compression_of,
+    open_decompressed,
+    record_size_reason,
+    reduced_composition,
+    stream_problem,
+)
 
 __all__ = ["EV_PER_A3_TO_GPA", "StressConvention", "read_ase_trajectory"]
 
@@ -154,10 +167,14 @@ def _read(
         n_frames += 1
         where = f"{name}:frame {index}"
         try:
+            _check_info_text(atoms.info)
             frame = _frame_from_atoms(atoms, stress_convention)
             frame_fidelity, run_type, source_run_type = _fidelity_of(atoms.info, fidelity)
         except RecordError as exc:
             yield Refusal(where, str(exc), **_raw_fields(raw))
+            continue
+        except Exception as exc:  # noqa: BLE001 - a frame that cannot be converted is refused alone
+            yield Refusal(where, f"cannot read frame {index}: {type(exc).__name__}: {exc}", **_raw_fields(raw))
             continue
         info = atoms.info
         explicit = material_id or _info_text(info, "material_id", "mp_id")
@@ -239,6 +256,17 @@ def _bundles(name: str, groups: dict[tuple[str, Any], _Group], task_id: str | No
         else:
             raw = RawDocument.from_json(raws, location)
         yield Bundle(material=group.material, location=location, tasks=tasks_of[id(group)], raw=raw)
+
+
+#: info keys whose text is stored (ids, labels): a NUL or lone surrogate in one refuses the frame
+_STORED_INFO = ("material_id", "mp_id", "task_id", "task_type", "code", "functional", "xc", "fidelity")
+
+
+def _check_info_text(info: Mapping[str, Any]) -> None:
+    for key in _STORED_INFO:
+        value = info.get(key)
+        if isinstance(value, str):
+            check_text(value, f"info[{key!r}]")
 
 
 def _info_text(info: Mapping[str, Any], *keys: str) -> str | None:
@@ -381,48 +409,84 @@ def _parse_problem(exc: Exception, index: int) -> str:
     return f"cannot parse frame {index}: {type(exc).__name__}: {detail[:300]}"
 
 
+def _bounded_line(stream: Any, cap: int) -> tuple[bytes, bool]:
+    """The next line (at most ``cap + 1`` bytes of it) and whether it was longer; the rest of a long line is skipped."""
+    line = stream.readline(cap + 1)
+    if len(line) <= cap or line.endswith(b"\n"):
+        return line, False
+    rest = line
+    while rest and not rest.endswith(b"\n"):
+        rest = stream.readline(1 << 20)
+    return line[:2000], True
+
+
 def _iter_extxyz(path: Path, name: str) -> Iterator[tuple[int, Any, bytes] | Refusal]:
+    """Frames of an extxyz file, split by their atom-count lines; each is parsed by ASE on its own.
+
+    Every line is read with a bounded ``readline`` and a frame larger than
+    ``CROSSFID_MAX_RECORD_BYTES`` is refused without being kept (its lines are skipped),
+    so no line or frame can fill memory; compressed files are capped at
+    ``CROSSFID_MAX_DECOMPRESSED_BYTES``.
+    """
     import ase.io
 
+    limits = Limits.from_env()
+    cap = limits.max_record_bytes
     index = 0
     lineno = 0
     try:
-        with open_decompressed(path) as stream:
+        with open_decompressed(path, limits) as stream:
             while True:
-                header = stream.readline()
+                header, long_header = _bounded_line(stream, cap)
                 if not header:
                     return
                 lineno += 1
                 if not header.strip():
-                    continue
+                    continue  # blank lines between frames (also very long ones)
                 try:
                     n_atoms = int(header.split()[0])
-                    if n_atoms < 0:
+                    if n_atoms < 0 or long_header:
                         raise ValueError
-                except ValueError:
+                except (ValueError, IndexError):
                     yield Refusal(
                         f"{name}:line {lineno}",
                         f"expected the atom count of frame {index}, found {header.strip()[:80]!r}; "
                         "the following frames cannot be located",
-                        raw_text=header.decode("utf-8", errors="replace"),
+                        raw_text=header[:2000].decode("utf-8", errors="replace"),
                     )
                     return
                 lines = [header]
+                size = len(header)
+                too_large = False
+                read = 0
                 for _ in range(n_atoms + 1):  # comment line + one line per atom
-                    line = stream.readline()
+                    line, long_line = _bounded_line(stream, cap)
                     if not line:
                         break
+                    read += 1
+                    size += len(line)
+                    too_large = too_large or long_line or size > cap
+                    if too_large:
+                        lines = lines[:1]  # keep nothing but the header of a frame that is too large
+                        continue
                     lines.append(line)
-                lineno += len(lines) - 1
+                lineno += read
                 blob = b"".join(lines)
-                if len(lines) < n_atoms + 2:
+                if read < n_atoms + 1:
                     yield Refusal(
                         f"{name}:frame {index}",
-                        f"frame {index} is truncated: the file ends after {max(0, len(lines) - 2)} "
-                        f"of {n_atoms} atom lines",
-                        raw_text=blob.decode("utf-8", errors="replace"),
+                        f"frame {index} is truncated: the file ends after {max(0, read - 1)} of {n_atoms} atom lines",
+                        raw_text=blob[:20_000].decode("utf-8", errors="replace"),
                     )
                     return
+                if too_large:
+                    yield Refusal(
+                        f"{name}:frame {index}",
+                        record_size_reason(cap, f"frame {index}"),
+                        raw_text=header[:2000].decode("utf-8", errors="replace"),
+                    )
+                    index += 1
+                    continue
                 try:
                     atoms = ase.io.read(io.StringIO(blob.decode("utf-8")), format="extxyz", index=0)
                 except Exception as exc:  # noqa: BLE001 - any parse failure refuses this frame only
@@ -451,17 +515,29 @@ def _atoms_document(index: int, atoms) -> dict[str, Any]:
     }
 
 
+def _check_decompressed_size(path: Path) -> None:
+    """ASE decompresses on its own: a compressed file is first counted through the capped reader."""
+    with open(path, "rb") as raw:
+        if compression_of(raw.read(6)) is None:
+            return
+    with open_decompressed(path) as stream:
+        while stream.read(1 << 20):
+            pass
+
+
 def _iter_ase(path: Path, name: str) -> Iterator[tuple[int, Any, dict[str, Any]] | Refusal]:
     import ase.io
 
     count = 0
     try:
+        _check_decompressed_size(path)
         for atoms in ase.io.iread(str(path), index=":"):
             yield count, atoms, _atoms_document(count, atoms)
             count += 1
     except Exception as exc:  # noqa: BLE001 - ASE cannot resume after a bad frame
         detail = " ".join(str(exc).split())[:300]
-        reason = stream_problem(exc) if isinstance(exc, OSError | EOFError) else f"{type(exc).__name__}: {detail}"
+        known = isinstance(exc, OSError | EOFError | InputLimitError)
+        reason = stream_problem(exc) if known else f"{type(exc).__name__}: {detail}"
         if count == 0:
             yield Refusal(name, f"cannot read the file as an ASE trajectory: {reason}")
         else:

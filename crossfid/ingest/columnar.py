@@ -22,7 +22,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossfid.db.pgbinary import FLOAT8_OID, INT2_OID
-from crossfid.ingest.records import Frame, to_3x3
+from crossfid.ingest.records import (
+    MAX_ABS_ENERGY_PER_ATOM,
+    MAX_ABS_FORCE,
+    MAX_ABS_FRACTIONAL,
+    MAX_ABS_MAGMOM,
+    MAX_ABS_STRESS,
+    MAX_INT4,
+    MAX_LATTICE_LENGTH,
+    MIN_LATTICE_LENGTH,
+    Frame,
+    to_3x3,
+)
 
 _PREFIX = b"crossfid-frame-v1"
 _OPTIONAL = ("forces", "stress", "magmoms", "energy", "corrected_energy", "n_electronic_steps", "scf_converged")
@@ -91,29 +102,37 @@ def frame_block(frames: Sequence[Frame]) -> FrameBlock | None:
         magmoms, has_magmoms = _stack(frames, "magmoms", (n,))
         energy, has_energy = _stack(frames, "energy", ())
         corrected, has_corrected = _stack(frames, "corrected_energy", ())
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         return None
     if numbers.min() < 1 or numbers.max() > 118:
         return None
     if not (np.isfinite(lattice).all() and np.isfinite(frac).all()):
         return None
+    if np.abs(lattice).max() > MAX_LATTICE_LENGTH or np.abs(frac).max() > MAX_ABS_FRACTIONAL:
+        return None  # (checked first: the squares and the determinant below cannot overflow)
+    lengths = np.linalg.norm(lattice, axis=2)
+    if (lengths < MIN_LATTICE_LENGTH).any() or (lengths > MAX_LATTICE_LENGTH).any():
+        return None
     if (np.abs(np.linalg.det(lattice)) < 1e-6).any():
         return None
-    for values, present in (
-        (forces, has_forces),
-        (stress, has_stress),
-        (magmoms, has_magmoms),
-        (energy, has_energy),
-        (corrected, has_corrected),
+    for values, present, limit in (
+        (forces, has_forces, MAX_ABS_FORCE),
+        (stress, has_stress, MAX_ABS_STRESS),
+        (magmoms, has_magmoms, MAX_ABS_MAGMOM),
+        (energy, has_energy, MAX_ABS_ENERGY_PER_ATOM * n),
+        (corrected, has_corrected, MAX_ABS_ENERGY_PER_ATOM * n),
     ):
-        finite = np.isfinite(values.reshape(len(frames), -1)).all(axis=1)
-        if (present & ~finite).any():
-            return None
-    steps = np.array([f.ionic_step for f in frames], dtype=np.int64)
-    has_nes = np.array([f.n_electronic_steps is not None for f in frames])
-    n_es = np.array([0 if f.n_electronic_steps is None else int(f.n_electronic_steps) for f in frames])
-    if (n_es < 0).any():
-        return None  # let the database refuse it through the per-frame path
+        rows = values.reshape(len(frames), -1)[present]
+        if rows.size and not (np.isfinite(rows).all() and np.abs(rows).max() <= limit):
+            return None  # the per-frame path refuses the frame with the exact reason
+    try:
+        steps = np.array([f.ionic_step for f in frames], dtype=np.int64)
+        has_nes = np.array([f.n_electronic_steps is not None for f in frames])
+        n_es = np.array([0 if f.n_electronic_steps is None else int(f.n_electronic_steps) for f in frames])
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if (steps < 0).any() or (steps > MAX_INT4).any() or (n_es < 0).any() or (n_es > MAX_INT4).any():
+        return None  # refused with its reason by the per-frame path
     has_conv = np.array([f.scf_converged is not None for f in frames])
     converged = np.array([bool(f.scf_converged) for f in frames], dtype=np.int8)
     block = FrameBlock(

@@ -30,6 +30,15 @@ def _fidelity(label: str | None) -> str | None:
     return None if label is None else fidelity_from_label(label)
 
 
+def _run_ingest(source_name: str, source_kind: str, records, *, arguments: dict, **kwargs) -> tuple[object, int]:
+    """:func:`~crossfid.ingest.runner.run_ingest` with storable names: a file name that is not UTF-8 (lone
+    surrogates) or holds a NUL is written with escapes in the source name and the run's arguments."""
+    from crossfid.ingest.records import escape_text, escape_unstorable
+    from crossfid.ingest.runner import run_ingest
+
+    return run_ingest(escape_text(source_name), source_kind, records, arguments=escape_unstorable(arguments), **kwargs)
+
+
 def _finish(code: int) -> None:
     if code:
         raise typer.Exit(code)
@@ -56,7 +65,6 @@ def ingest_mp(
     """Materials Project through the mp-api client: tasks with every ionic step, and thermo entries."""
     from crossfid.config import Settings
     from crossfid.ingest.mp_api import read_materials_project
-    from crossfid.ingest.runner import run_ingest
 
     key = Settings.from_env().require_mp_api_key()
     fidelities = [_fidelity(f) for f in _split(fidelity)] or ["GGA", "GGA+U", "r2SCAN"]
@@ -65,7 +73,7 @@ def ingest_mp(
         **{k: v or None for k, v in selection.items()}, fidelities=fidelities, api_key=key.reveal(), endpoint=endpoint
     )
     arguments = {**selection, "fidelities": fidelities, "endpoint": endpoint}  # never the key
-    _, code = run_ingest(MP_SOURCE, "mp-api", records, arguments=arguments, console=console)
+    _, code = _run_ingest(MP_SOURCE, "mp-api", records, arguments=arguments, console=console)
     _finish(code)
 
 
@@ -73,10 +81,9 @@ def ingest_mp(
 def ingest_mp_docs(files: Files) -> None:
     """Materials Project task documents saved to JSON / JSON.gz files (one document or a list)."""
     from crossfid.ingest.mp_docs import read_mp_docs
-    from crossfid.ingest.runner import run_ingest
 
     records = read_mp_docs(files)
-    _, code = run_ingest(MP_SOURCE, "mp-docs", records, arguments={"files": [str(f) for f in files]}, console=console)
+    _, code = _run_ingest(MP_SOURCE, "mp-docs", records, arguments={"files": [str(f) for f in files]}, console=console)
     _finish(code)
 
 
@@ -96,12 +103,11 @@ def ingest_mptrj(
 ) -> None:
     """MPtrj-format JSON ({mp_id: {frame_id: frame}}), streamed; also the MP-r2SCAN release."""
     from crossfid.ingest.mptrj import MP_GGA_AUTO, read_mptrj
-    from crossfid.ingest.runner import run_ingest
 
     fid = MP_GGA_AUTO if fidelity.replace(" ", "").upper() in ("GGA/GGA+U", "MPTRJ") else _fidelity(fidelity)
     name = source or f"mptrj:{file.name.split('.')[0]}"
     records = read_mptrj(file, fid)
-    _, code = run_ingest(name, "mptrj", records, arguments={"file": str(file), "fidelity": fid}, console=console)
+    _, code = _run_ingest(name, "mptrj", records, arguments={"file": str(file), "fidelity": fid}, console=console)
     _finish(code)
 
 
@@ -115,14 +121,13 @@ def ingest_matpes(
 ) -> None:
     """MatPES-style JSON / JSON-lines (one static calculation per document)."""
     from crossfid.ingest.matpes import read_matpes
-    from crossfid.ingest.runner import run_ingest
 
     def records():
         for file in files:
             yield from read_matpes(file, stress_unit=stress_unit)
 
     arguments = {"files": [str(f) for f in files], "stress_unit": stress_unit}
-    _, code = run_ingest(source, "matpes", records(), arguments=arguments, console=console)
+    _, code = _run_ingest(source, "matpes", records(), arguments=arguments, console=console)
     _finish(code)
 
 
@@ -133,14 +138,13 @@ def ingest_vasp(
     source: Annotated[str, typer.Option(help="Source name.")] = "vasp",
 ) -> None:
     """VASP calculation directories: every vasprun.xml(.gz) with all ionic steps and the INCAR."""
-    from crossfid.ingest.runner import run_ingest
     from crossfid.ingest.vasp_dirs import find_calculations, read_vasp_dirs
 
     roots = [r.resolve() for r in roots]
     console.print(f"found {len(find_calculations(roots))} calculation directories")
     records = read_vasp_dirs(roots, material_id=material_id)
     arguments = {"roots": [str(r) for r in roots], "material_id": material_id}
-    _, code = run_ingest(source, "vasp", records, arguments=arguments, console=console)
+    _, code = _run_ingest(source, "vasp", records, arguments=arguments, console=console)
     _finish(code)
 
 
@@ -159,7 +163,6 @@ def ingest_extxyz(
 ) -> None:
     """extxyz or any ASE-readable trajectory."""
     from crossfid.ingest.ase_traj import read_ase_trajectory
-    from crossfid.ingest.runner import run_ingest
 
     fid = _fidelity(fidelity)
 
@@ -170,7 +173,7 @@ def ingest_extxyz(
             )
 
     arguments = {"files": [str(f) for f in files], "fidelity": fid, "material_id": material_id}
-    _, code = run_ingest(source, "ase", records(), arguments=arguments, console=console)
+    _, code = _run_ingest(source, "ase", records(), arguments=arguments, console=console)
     _finish(code)
 
 
@@ -184,7 +187,6 @@ def ingest_demo(
     """A generated multi-fidelity corpus (CHGNet surrogate labels, not DFT) with known flaws, for offline use."""
     from crossfid.config import Settings
     from crossfid.ingest import demo
-    from crossfid.ingest.runner import run_ingest
 
     path = demo.default_corpus_path(Settings.from_env().home, materials, seed)
     manifest = None
@@ -205,7 +207,7 @@ def ingest_demo(
     )
     arguments = {"corpus": str(path), "materials": materials, "seed": seed}
     description = "generated by crossfid: labels from the CHGNet surrogate models, not DFT"
-    _, code = run_ingest(
+    _, code = _run_ingest(
         "demo", "demo", demo.read_demo_corpus(path), arguments=arguments, description=description, console=console
     )
     _finish(code)

@@ -65,6 +65,15 @@ from typing import Any
 import numpy as np
 
 from crossfid.ingest.records import Bundle, Frame, Material, RawDocument, ReferenceEntry, Refusal, Task
+from crossfid.ingest.sourceio import (
+    Limits,
+    compression_of,
+    iter_lines,
+    json_depth_problem,
+    open_decompressed,
+    record_size_reason,
+    stream_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -952,13 +961,16 @@ def document_to_bundle(document: dict[str, Any], location: str) -> Bundle:
     )
 
 
-def _line_record(line_bytes: bytes, where: str) -> Bundle | Refusal | None:
+def _line_record(line_bytes: bytes, where: str, limits: Limits | None = None) -> Bundle | Refusal | None:
     """The record of one line (None for the header and blank lines)."""
     text = None
     try:
         text = line_bytes.decode("utf-8")
         if not text.strip():
             return None
+        problem = json_depth_problem(line_bytes, limits or Limits.from_env())
+        if problem is not None:
+            return Refusal(location=where, reason=problem, raw_text=text[:2000])
         document = json.loads(text)
         if not isinstance(document, dict):
             raise ValueError(f"a JSON object was expected, got {type(document).__name__}")
@@ -971,7 +983,7 @@ def _line_record(line_bytes: bytes, where: str) -> Bundle | Refusal | None:
         return Refusal(location=where, reason=f"not UTF-8 text: {exc}")
     except json.JSONDecodeError as exc:
         return Refusal(location=where, reason=f"invalid JSON: {exc}", raw_text=text[:20000])
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a line that cannot be converted is refused alone, never fatal
         reason = f"malformed demo document: {type(exc).__name__}: {exc}"
         return Refusal(location=where, reason=reason, raw_text=None if text is None else text[:20000])
 
@@ -980,22 +992,30 @@ def read_demo_corpus(path: Path) -> Iterator[Bundle | Refusal]:
     """Canonical records of a corpus file: one Bundle per task-group line, a Refusal for each bad line.
 
     Bad input never raises: an unparsable or malformed line becomes
-    ``Refusal(location="<file>:line N", reason=...)``, and a damaged gzip stream a
-    Refusal for the rest of the file. (A missing file raises ``FileNotFoundError``.)
+    ``Refusal(location="<file>:line N", reason=...)`` (also a line nested deeper or
+    longer than the limits of :class:`~crossfid.ingest.sourceio.Limits`, which is
+    never parsed nor held whole), and a damaged stream, or one expanding beyond
+    ``CROSSFID_MAX_DECOMPRESSED_BYTES``, a Refusal for the rest of the file. (A missing
+    file raises ``FileNotFoundError``.)
     """
     path = Path(path)
     name = path.name
+    limits = Limits.from_env()
     number = 0
-    with open(path, "rb") as raw:
-        try:
-            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-                for number, line_bytes in enumerate(gz, start=1):  # noqa: B007 - used after the loop
-                    where = f"{name}:line {number}"
-                    record = _line_record(line_bytes, where)
-                    if record is not None:
-                        yield record
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            yield Refusal(
-                location=f"{name}:line {number + 1}",
-                reason=f"unreadable gzip stream after line {number}: {type(exc).__name__}: {exc}",
-            )
+    with open(path, "rb") as handle:  # a missing file raises here, before anything is read
+        kind = compression_of(handle.read(6)) or "text"
+    try:
+        with open_decompressed(path, limits) as stream:
+            for number, line_bytes in iter_lines(stream, limits.max_record_bytes):  # noqa: B007 - used after the loop
+                where = f"{name}:line {number}"
+                if line_bytes is None:
+                    yield Refusal(location=where, reason=record_size_reason(limits.max_record_bytes, f"line {number}"))
+                    continue
+                record = _line_record(line_bytes, where, limits)
+                if record is not None:
+                    yield record
+    except Exception as exc:  # noqa: BLE001 - the rest of the file is lost; say why and where
+        yield Refusal(
+            location=f"{name}:line {number + 1}",
+            reason=f"unreadable {kind} stream after line {number}: {stream_problem(exc)}",
+        )

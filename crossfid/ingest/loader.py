@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import socket
 import time
 from collections import deque
@@ -74,7 +73,20 @@ from crossfid.db.bulk import copy_encoded, copy_insert
 from crossfid.db.models import Frame as FrameRow
 from crossfid.db.models import IngestRun, Source
 from crossfid.ingest.columnar import FrameBlock, encode_block, frame_block
-from crossfid.ingest.records import Bundle, RawDocument, Record, Refusal, Task, jsonable, validate_bundle
+from crossfid.ingest.records import (
+    Bundle,
+    RawDocument,
+    Record,
+    Refusal,
+    Task,
+    escape_text,
+    escape_unstorable,
+    find_unstorable,
+    has_unstorable_text,
+    jsonable,
+    unstorable_reason,
+    validate_bundle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -441,81 +453,23 @@ def _describe(record: Record) -> Any:
                 "size_bytes": len(record.raw.content),
             }
     except Exception:  # not a well-formed bundle: keep what can be shown of it
-        return {"record": _shown(repr(record), 10_000)}
+        return {"record": escape_text(repr(record)[:10_000])}
     return described
 
 
 # --------------------------------------------------------------------------- text PostgreSQL refuses
 
 
-#: characters PostgreSQL text and JSONB cannot hold: NUL, and lone UTF-16 surrogates (not encodable as UTF-8)
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def text_problem(text: str) -> str | None:
-    """What PostgreSQL ``text``/``jsonb`` would refuse in ``text``: a NUL or a lone surrogate (None when fine)."""
-    if text.isascii():
-        return "a NUL character" if "\x00" in text else None
-    found = _UNSTORABLE.search(text)
-    if found is None:
-        return None
-    return "a NUL character" if found.group() == "\x00" else "a lone surrogate"
-
-
-def escape_text(text: str) -> str:
-    r"""``text`` with each NUL and lone surrogate written as a visible ``\uXXXX`` escape (all else kept).
-
-    A NUL character becomes the six characters ``\u0000``, a lone surrogate U+D800
-    becomes ``\ud800``: the same escapes as ``crossfid.ingest.records``, so
-    quarantine rows look alike whichever layer refused the text.
-    """
-    if text_problem(text) is None:
-        return text
-    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def _shown(text: str, limit: int = 200) -> str:
-    """``text`` quoted and escaped for a quarantine reason (long text cut)."""
-    return '"' + escape_text(text if len(text) <= limit else text[:limit] + "...") + '"'
-
-
 def _text_reason(what: str, value: Any) -> str | None:
-    if isinstance(value, str) and (problem := text_problem(value)) is not None:
-        return f"{what} contains {problem}: {_shown(value)}"
+    if isinstance(value, str) and has_unstorable_text(value):
+        return unstorable_reason(what, value)
     return None
 
 
 def _json_reason(what: str, value: Any) -> str | None:
     """The first key or string of a JSON-ready value that PostgreSQL would refuse, as a quarantine reason."""
-    hit = _find_bad_text(value)
-    if hit is None:
-        return None
-    path, problem, text = hit
-    where = "".join(f"[{step!r}]" for step in path)
-    return f"{what}{where} contains {problem}: {_shown(text)}"
-
-
-def _find_bad_text(value: Any) -> tuple[list[Any], str, str] | None:
-    if isinstance(value, str):
-        problem = text_problem(value)
-        return None if problem is None else ([], problem, value)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and (problem := text_problem(key)) is not None:
-                return [], f"{problem} in a key", key
-            if isinstance(item, str | dict | list):
-                hit = _find_bad_text(item)
-                if hit is not None:
-                    hit[0].insert(0, key)
-                    return hit
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, str | dict | list):
-                hit = _find_bad_text(item)
-                if hit is not None:
-                    hit[0].insert(0, index)
-                    return hit
-    return None
+    found = find_unstorable(value)
+    return None if found is None else unstorable_reason(f"{what}{found[0]}", found[1])
 
 
 def _may_hold_bad_text(bundle: Bundle) -> bool:
@@ -525,13 +479,13 @@ def _may_hold_bad_text(bundle: Bundle) -> bool:
     for task in bundle.tasks:
         parts += (task.external_id, task.fidelity, task.run_type, task.source_run_type, task.task_type)
         parts += (task.code, task.code_version, task.completed_at)
-        if _find_bad_text(task.input_parameters) is not None or _find_bad_text(task.hubbards) is not None:
+        if find_unstorable(task.input_parameters) is not None or find_unstorable(task.hubbards) is not None:
             return True
     for entry in bundle.references:
         parts += (entry.fidelity, entry.entry_id, entry.task_external_id, entry.correction_scheme)
-        if _find_bad_text(entry.structure) is not None:
+        if find_unstorable(entry.structure) is not None:
             return True
-    return text_problem("".join([part for part in parts if isinstance(part, str)])) is not None
+    return has_unstorable_text("".join([part for part in parts if isinstance(part, str)]))
 
 
 def _bad_text_reason(bundle: Bundle) -> str | None:
@@ -582,23 +536,13 @@ def _safe_json(value: Any) -> Any:
     if value is None:
         return None
     try:
-        return _escape_json(jsonable(value))
+        return escape_unstorable(jsonable(value))
     except Exception:  # cyclic, too deep, or an object whose conversion raises
         try:
             text = ascii(value)
         except Exception:
             text = f"<{type(value).__name__}>"
         return {"unrepresentable": text[:100_000]}
-
-
-def _escape_json(value: Any) -> Any:
-    if isinstance(value, str):
-        return escape_text(value)
-    if isinstance(value, dict):
-        return {escape_text(key): _escape_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_escape_json(item) for item in value]
-    return value
 
 
 # --------------------------------------------------------------------------- one batch
@@ -665,7 +609,7 @@ def _prepare_bundle(bundle: Bundle, prepared: _Prepared) -> None:
         references=[_copy(entry, structure=jsonable(entry.structure)) for entry in cleaned.references],
     )
     raw = cleaned.raw
-    if raw is not None and (text_problem(str(raw.location)) or text_problem(str(raw.format))):
+    if raw is not None and (has_unstorable_text(str(raw.location)) or has_unstorable_text(str(raw.format))):
         # where the document came from is informational (a file name need not be UTF-8): escaped, not refused
         raw = cleaned.raw = _copy(raw, format=escape_text(str(raw.format)), location=escape_text(str(raw.location)))
     reason = _bad_text_reason(cleaned)

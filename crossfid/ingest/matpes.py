@@ -2,10 +2,16 @@
 
 File format
 -----------
-A JSON array of documents (``MatPES-PBE-2025.1.json.gz`` and friends), or JSON lines
-(one document per line); either plain or gzip-compressed (detected by the magic
-bytes). The format is told apart by the first non-blank byte: ``[`` → array
-(streamed item by item with ``ijson``), ``{`` → JSON lines. A document, as described
+A JSON array of documents (``MatPES-PBE-2025.1.json.gz`` and friends), JSON lines
+(one document per line), or one JSON document (also pretty-printed over many lines,
+or several written one after the other); plain or compressed (gzip, bz2, xz, detected
+by the magic bytes). The format is told apart by the first non-blank byte: ``[`` →
+array (streamed item by item), ``{`` → JSON lines when the first line is a complete
+JSON value on its own, else a stream of documents
+(:func:`~crossfid.ingest.sourceio.iter_json_values`). Each document is split off at
+the byte level and parsed alone, so one that is malformed, nested deeper than
+``CROSSFID_MAX_JSON_DEPTH`` or larger than ``CROSSFID_MAX_RECORD_BYTES`` is refused
+and the next ones are read. A document, as described
 on matpes.ai/dataset (materialsvirtuallab/matpes ``pages/dataset.py``)::
 
     structure                 pymatgen Structure dict
@@ -40,7 +46,6 @@ energies stay in the raw document.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -60,11 +65,11 @@ from crossfid.ingest.records import (
     to_3x3,
 )
 from crossfid.ingest.sourceio import (
+    Limits,
     first_byte_or_refusal,
     is_missing,
     iter_json_stream,
-    open_decompressed,
-    stream_problem,
+    iter_json_values,
     structure_arrays,
     to_array,
     to_float,
@@ -117,55 +122,35 @@ def read_matpes(path: str | os.PathLike[str], *, stress_unit: StressUnit = "kbar
     """
     if stress_unit not in ("kbar_vasp", "gpa_ase"):
         raise ValueError(f"stress_unit must be 'kbar_vasp' or 'gpa_ase', not {stress_unit!r}")
-    return _read_matpes(Path(path), stress_unit)
+    return _read_matpes(Path(path), stress_unit, Limits.from_env())
 
 
-def _read_matpes(path: Path, stress_unit: StressUnit) -> Iterator[Record]:
+def _read_matpes(path: Path, stress_unit: StressUnit, limits: Limits) -> Iterator[Record]:
     name = path.name
     first = first_byte_or_refusal(path)
     if isinstance(first, Refusal):
         yield first
         return
     if first == b"[":
-        for item in iter_json_stream(path, "array"):
-            if isinstance(item, Refusal):
-                yield item
-                return
-            index, document = item
-            yield from _document_records(name, f"{name}#item {index}", document, stress_unit)
+        items = (
+            (f"{name}#item {index}", document) for index, document in _values(iter_json_stream(path, "array", limits))
+        )
     elif first == b"{":
-        yield from _read_json_lines(path, name, stress_unit)
+        items = ((f"{name}{suffix}", document) for suffix, document in _values(iter_json_values(path, limits)))
     else:
         yield Refusal(name, f"not a MatPES file: expected a JSON array or JSON lines, file starts with {first!r}")
+        return
+    for item in items:
+        if isinstance(item[1], Refusal):
+            yield item[1]  # one document (the next ones are still read), or the rest of the file
+            continue
+        where, document = item
+        yield from _document_records(name, where, document, stress_unit)
 
 
-def _read_json_lines(path: Path, name: str, stress_unit: StressUnit) -> Iterator[Record]:
-    lineno = 0
-    try:
-        with open_decompressed(path) as stream:
-            for lineno, line in enumerate(stream, 1):  # noqa: B007 - lineno is used after the loop on failure
-                if not line.strip():
-                    continue
-                where = f"{name}:line {lineno}"
-                try:
-                    document = json.loads(line)
-                except UnicodeDecodeError as exc:
-                    yield Refusal(where, f"line {lineno} is not UTF-8 text ({exc.reason})", raw_text=_text(line))
-                    continue
-                except json.JSONDecodeError as exc:
-                    yield Refusal(
-                        where,
-                        f"malformed JSON on line {lineno}: {exc.msg} (column {exc.colno})",
-                        raw_text=_text(line),
-                    )
-                    continue
-                yield from _document_records(name, where, document, stress_unit)
-    except Exception as exc:  # noqa: BLE001 - the rest of the file is lost; say why and where
-        yield Refusal(f"{name}:line {lineno + 1}", f"{stream_problem(exc)}; {lineno} line(s) were read before it")
-
-
-def _text(line: bytes) -> str:
-    return line.decode("utf-8", errors="replace").rstrip("\r\n")
+def _values(items: Iterator[tuple[Any, Any] | Refusal]) -> Iterator[tuple[Any, Any]]:
+    for item in items:
+        yield (None, item) if isinstance(item, Refusal) else item
 
 
 def _document_records(name: str, fallback_where: str, document: Any, stress_unit: StressUnit) -> Iterator[Record]:
@@ -178,6 +163,9 @@ def _document_records(name: str, fallback_where: str, document: Any, stress_unit
         bundle = _convert(document, where, None if not doc_id else str(doc_id), stress_unit)
     except RecordError as exc:
         yield Refusal(where, str(exc), raw_document=document)
+        return
+    except Exception as exc:  # noqa: BLE001 - a document that cannot be converted is refused, never fatal
+        yield Refusal(where, f"cannot convert the document: {type(exc).__name__}: {exc}", raw_document=document)
         return
     yield bundle
 
@@ -205,7 +193,7 @@ def _convert(document: Mapping[str, Any], where: str, doc_id: str | None, stress
     else:
         try:
             stress = stress_from_vasp_kbar(stress) if stress_unit == "kbar_vasp" else to_3x3(stress)
-        except (TypeError, ValueError) as exc:  # RecordError is a ValueError
+        except (TypeError, ValueError, OverflowError) as exc:  # RecordError is a ValueError
             raise RecordError(f"stress is not a numeric 3×3 or Voigt-6 array ({exc})") from exc
     magmoms = document.get("magmoms", document.get("magmom"))
     magmoms = None if is_missing(magmoms) else to_array(magmoms, "magmoms")

@@ -39,9 +39,7 @@ belong to its ``energy_type`` entry only. Documents of the mixed thermo type
 
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -62,6 +60,7 @@ from crossfid.ingest.records import (
     as_mapping,
     stress_from_vasp_kbar,
 )
+from crossfid.ingest.sourceio import Limits, first_byte_or_refusal, iter_json_stream, iter_json_values, loads
 
 #: VASP's default NELM (maximum number of electronic steps)
 DEFAULT_NELM = 60
@@ -96,16 +95,20 @@ def mp_id_key(value: Any) -> str:
 
 
 def _json_like(value: Any) -> Any:
-    """Plain Python data from pydantic models, pymatgen objects or JSON strings (emmet's arrow form)."""
+    """Plain Python data from pydantic models, pymatgen objects or JSON strings (emmet's arrow form).
+
+    Embedded JSON text is held to the same nesting and size limits as a file
+    (:func:`crossfid.ingest.sourceio.loads`); text that fails them stays text.
+    """
     if value is None or isinstance(value, str | int | float | bool):
         if isinstance(value, str) and value[:1] in ("{", "["):
             try:
-                return json.loads(value)
-            except ValueError:
+                return loads(value.encode("utf-8", "surrogatepass"))
+            except RecordError:
                 return value
         return value
     if isinstance(value, bytes):
-        return json.loads(value)
+        return loads(value)
     if isinstance(value, Mapping | list | tuple | np.ndarray):
         return value
     try:
@@ -355,7 +358,7 @@ def task_document_to_bundle(doc: Mapping, location: str, *, material_id: str | N
         return _task_bundle(data, location, material_id)
     except RecordError as exc:
         return _refuse(location, str(exc), doc)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # malformed document
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:  # malformed document
         return _refuse(location, f"malformed task document: {type(exc).__name__}: {exc}", doc)
 
 
@@ -562,7 +565,7 @@ def thermo_documents_to_bundle(
         if not references:
             return None
         material = material or _material_of_thermo(mid, plain)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
         return _refuse(location, f"thermo document: {exc}", list(docs))
     raw = RawDocument.from_json(list(docs) if len(docs) > 1 else docs[0], location)
     return Bundle(material=material, location=location, references=references, raw=raw)
@@ -571,19 +574,52 @@ def thermo_documents_to_bundle(
 # --------------------------------------------------------------------------- files
 
 
-def _load_file(path: Path) -> Any:
-    content = path.read_bytes()
-    if content[:2] == b"\x1f\x8b":
-        content = gzip.decompress(content)
-    return json.loads(content)
-
-
 def _snippet(path: Path) -> str | None:
     try:
-        text = path.read_bytes()[:_SNIPPET_CHARS].decode("utf-8")
+        with open(path, "rb") as handle:
+            return handle.read(_SNIPPET_CHARS).decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    return text
+
+
+def _payloads(path: Path, limits: Limits) -> Iterator[tuple[int | None, Any] | Refusal]:
+    """(index in the top-level array or None, parsed JSON value) of every top-level value of a file, and refusals.
+
+    A JSON array is streamed item by item; a file starting with ``{`` holds one
+    document, JSON lines or documents one after the other. Each value is split off at
+    the byte level and parsed alone, within the limits of
+    :class:`~crossfid.ingest.sourceio.Limits`. A file from which nothing can be read
+    gives one refusal located at the file.
+    """
+    first = first_byte_or_refusal(path)
+    if isinstance(first, Refusal):
+        yield Refusal(str(path), f"cannot read {path.name}: {first.reason}", raw_text=_snippet(path))
+        return
+    label = str(path)
+    if first == b"[":
+        items: Iterator[Any] = iter_json_stream(path, "array", limits, label=label)
+    elif first == b"{":
+        items = iter_json_values(path, limits, label=label)
+    else:
+        reason = f"cannot read {path.name}: not JSON (the file starts with {first!r})"
+        yield Refusal(str(path), reason, raw_text=_snippet(path))
+        return
+    read = 0
+    pending: Refusal | None = None
+    for item in items:
+        if pending is not None:
+            yield pending
+            pending = None
+        if isinstance(item, Refusal):
+            pending = item  # the last refusal of a file from which nothing was read stands for the file
+            continue
+        read += 1
+        key, value = item
+        yield (key if first == b"[" else None), value
+    if pending is not None:
+        if read == 0:
+            pending = Refusal(str(path), f"cannot read {path.name}: {pending.reason}", raw_text=_snippet(path))
+        yield pending
 
 
 def _documents(payload: Any) -> list[Any]:
@@ -606,36 +642,48 @@ def _document_name(doc: Mapping[str, Any], index: int) -> str:
 def read_mp_docs(paths: Sequence[Path]) -> Iterator[Bundle | Refusal]:
     """Bundles and refusals from files of MP task (and thermo) documents.
 
-    Each file is JSON or gzip-compressed JSON (recognised by content, not by name)
-    holding one document, a list of documents or a saved API response
-    (``{"data": [...]}``), as written by ``monty.serialization.dumpfn`` or plain
-    ``json``. A file that cannot be read or parsed gives one refusal located at the
+    Each file is JSON, plain or compressed (gzip, bz2, xz; recognised by content, not
+    by name), holding one document, a list of documents, JSON lines of documents or
+    a saved API response (``{"data": [...]}``), as written by
+    ``monty.serialization.dumpfn`` or plain ``json``. A list is streamed document by
+    document; every document is parsed on its own within the nesting-depth and
+    record-size limits (docs/ingestion.md, "Limits"), so a bad document is refused
+    alone. A file from which nothing can be read gives one refusal located at the
     file; the other files are read. Locations are ``<file>#<task id>``.
     """
+    limits = Limits.from_env()
     for path in paths:
         path = Path(path)
-        try:
-            payload = _load_file(path)
-        except (OSError, EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError, ValueError) as exc:
-            yield Refusal(str(path), f"cannot read {path.name}: {type(exc).__name__}: {exc}", raw_text=_snippet(path))
-            continue
-        for index, doc in enumerate(_documents(payload)):
-            if not isinstance(doc, Mapping):
-                yield Refusal(f"{path}#{index}", f"not an MP document (a JSON {type(doc).__name__}, not an object)")
+        for item in _payloads(path, limits):
+            if isinstance(item, Refusal):
+                yield item
                 continue
-            location = f"{path}#{_document_name(doc, index)}"
-            if doc.get("thermo_type") is not None and "entries" in doc:
-                thermo_type = str(getattr(doc["thermo_type"], "value", doc["thermo_type"]))
-                if thermo_type.upper() == MIXED_THERMO_TYPE:
-                    yield Refusal(
-                        location,
-                        f"thermo type {thermo_type} is not read: its entries are those of the GGA_GGA+U "
-                        "and R2SCAN thermo documents, with the mixing-scheme corrections",
-                    )
-                    continue
-                record = thermo_documents_to_bundle([doc], location)
-                yield record if record is not None else Refusal(location, "thermo document has no entries")
-            elif "task_id" in doc or "calcs_reversed" in doc:
-                yield task_document_to_bundle(doc, location)
-            else:
-                yield Refusal(location, "not an MP task or thermo document (no task_id, calcs_reversed or entries)")
+            position, payload = item
+            documents = enumerate(_documents(payload)) if position is None else [(position, payload)]
+            for index, doc in documents:
+                try:
+                    yield from _document_records(path, index, doc)
+                except Exception as exc:  # noqa: BLE001 - a document that cannot be converted is refused alone
+                    yield _refuse(f"{path}#{index}", f"cannot read the document: {type(exc).__name__}: {exc}", doc)
+
+
+def _document_records(path: Path, index: int, doc: Any) -> Iterator[Bundle | Refusal]:
+    if not isinstance(doc, Mapping):
+        yield Refusal(f"{path}#{index}", f"not an MP document (a JSON {type(doc).__name__}, not an object)")
+        return
+    location = f"{path}#{_document_name(doc, index)}"
+    if doc.get("thermo_type") is not None and "entries" in doc:
+        thermo_type = str(getattr(doc["thermo_type"], "value", doc["thermo_type"]))
+        if thermo_type.upper() == MIXED_THERMO_TYPE:
+            yield Refusal(
+                location,
+                f"thermo type {thermo_type} is not read: its entries are those of the GGA_GGA+U "
+                "and R2SCAN thermo documents, with the mixing-scheme corrections",
+            )
+            return
+        record = thermo_documents_to_bundle([doc], location)
+        yield record if record is not None else Refusal(location, "thermo document has no entries")
+    elif "task_id" in doc or "calcs_reversed" in doc:
+        yield task_document_to_bundle(doc, location)
+    else:
+        yield Refusal(location, "not an MP task or thermo document (no task_id, calcs_reversed or entries)")

@@ -61,13 +61,16 @@ Mapping
   Mo, Ni, V, W; the U values of that set become the task's ``hubbards``). With an
   explicit fidelity ``hubbards`` is unknown (None).
 
-Streaming: the file is read with ``ijson`` one top-level item at a time, so memory
-is bounded by the largest material, not the file. Bare ``NaN``/``Infinity`` tokens
-(which Python's ``json`` writes but the C JSON parser rejects) are turned into the
-strings ``"NaN"``/``"Infinity"`` on the fly and converted back to floats, so a
-non-finite value refuses only its frame (via ``validate_bundle``), not the rest of
-the file. A corrupt or truncated tail yields everything before it and then one
-:class:`Refusal`.
+Streaming: the file is split into its top-level items (one material each) at the
+byte level and each item is parsed on its own (:func:`~crossfid.ingest.sourceio.iter_json_stream`),
+so memory is bounded by the largest material, not the file. Bare ``NaN``/``Infinity``
+tokens (which Python's ``json`` writes) are read as floats, so a non-finite value
+refuses only its frame (via ``validate_bundle``). A material nested deeper than
+``CROSSFID_MAX_JSON_DEPTH`` (64) or larger than ``CROSSFID_MAX_RECORD_BYTES`` (256 MiB),
+or whose JSON is malformed, is refused alone, unparsed, and the next materials are
+read; a gzip file expanding beyond ``CROSSFID_MAX_DECOMPRESSED_BYTES`` is refused
+from that point. A corrupt or truncated tail yields everything before it and then
+one :class:`Refusal`.
 
 The JSON-streaming and structure helpers live in :mod:`crossfid.ingest.sourceio`.
 """
@@ -100,6 +103,7 @@ from crossfid.ingest.records import (
     stress_from_vasp_kbar,
 )
 from crossfid.ingest.sourceio import (
+    Limits,
     first_byte_or_refusal,
     is_missing,
     iter_json_stream,
@@ -116,7 +120,7 @@ __all__ = ["MP_GGA_AUTO", "MPTRJ_FRAME_ID", "read_mptrj", "parse_frame_id", "mp_
 MP_GGA_AUTO = "GGA/GGA+U"
 
 #: ``<task id>-<calc id>-<ionic step>``; the task id may itself contain dashes (``mp-1234``)
-MPTRJ_FRAME_ID = re.compile(r"^(?P<task>.+)-(?P<calc>\d+)-(?P<step>\d+)$")
+MPTRJ_FRAME_ID = re.compile(r"^(?P<task>.+)-(?P<calc>\d{1,9})-(?P<step>\d{1,9})$")
 
 #: a frame whose corrected energy per atom is this close to ``e_per_atom_relaxed`` is the reference frame
 _REFERENCE_MATCH = 1e-5
@@ -137,10 +141,10 @@ def read_mptrj(path: str | os.PathLike[str], fidelity: str, *, run_type: str | N
     if fidelity != MP_GGA_AUTO and fidelity not in FIDELITY_NAMES:
         known = ", ".join(FIDELITY_NAMES)
         raise ValueError(f"unknown fidelity {fidelity!r}; expected one of {known} or {MP_GGA_AUTO!r}")
-    return _read_mptrj(Path(path), fidelity, run_type)
+    return _read_mptrj(Path(path), fidelity, run_type, Limits.from_env())
 
 
-def _read_mptrj(path: Path, fidelity: str, run_type: str | None) -> Iterator[Record]:
+def _read_mptrj(path: Path, fidelity: str, run_type: str | None, limits: Limits) -> Iterator[Record]:
     name = path.name
     first = first_byte_or_refusal(path)
     if isinstance(first, Refusal):
@@ -151,10 +155,10 @@ def _read_mptrj(path: Path, fidelity: str, run_type: str | None) -> Iterator[Rec
         expected = "expected an object {mp_id: {frame_id: frame}}"
         yield Refusal(name, f"not an MPtrj file: top level is {what}, {expected}")
         return
-    for item in iter_json_stream(path, "object"):
+    for item in iter_json_stream(path, "object", limits):
         if isinstance(item, Refusal):
-            yield item
-            return
+            yield item  # one material (the next ones are still read), or the rest of the file
+            continue
         mp_id, document = item
         yield from _material_records(name, str(mp_id), document, fidelity, run_type)
 
@@ -284,7 +288,7 @@ def _parse_frame(frame_id: str, doc: Any, step: int) -> _ParsedFrame:
     else:
         try:
             stress = stress_from_vasp_kbar(stress)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise RecordError(f"stress is not a numeric 3×3 or Voigt-6 array ({exc})") from exc
     magmoms = doc.get("magmom")
     if is_missing(magmoms):

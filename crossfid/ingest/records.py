@@ -25,6 +25,7 @@ import gzip
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -38,6 +39,32 @@ TaskType = Literal["relax", "static"]
 #: VASP kBar → GPa with the sign flipped to the physical (ASE/CHGNet) convention
 KBAR_TO_GPA = -0.1
 
+# Physical plausibility limits (docs/ingestion.md, "Limits"). A frame with a finite value beyond
+# one of them is refused on its own with the value and the limit; the task keeps its other frames.
+# They are far outside anything a DFT code prints for a real material and exist so that a corrupt
+# number (1e200 forces, an energy in the wrong unit) never reaches the database, where it would
+# overflow derived columns such as ``max_force`` and take the whole task with it.
+
+#: |energy per atom| and |corrected energy per atom| of a frame or reference entry (eV/atom)
+MAX_ABS_ENERGY_PER_ATOM = 1e3
+#: |force component| (eV/Å)
+MAX_ABS_FORCE = 1e4
+#: |stress component| (GPa)
+MAX_ABS_STRESS = 1e5
+#: |magnetic moment| (μB)
+MAX_ABS_MAGMOM = 1e3
+#: length of each lattice vector (Å)
+MIN_LATTICE_LENGTH = 0.1
+MAX_LATTICE_LENGTH = 1e4
+#: |fractional coordinate| (unwrapped coordinates are fine; 1e200 is not)
+MAX_ABS_FRACTIONAL = 1e3
+#: ionic step indices and electronic step counts are PostgreSQL ``integer`` columns
+MAX_INT4 = 2**31 - 1
+
+#: characters that cannot be stored in PostgreSQL text or JSONB: NUL, and lone UTF-16 surrogates
+#: (which are not Unicode scalar values, so they cannot be encoded as UTF-8)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
 
 class RecordError(ValueError):
     """A record that cannot be stored; ``str(error)`` is the reason shown in quarantine."""
@@ -50,7 +77,10 @@ def stress_from_vasp_kbar(stress_kbar: Any) -> np.ndarray:
 
 def to_3x3(stress: Any) -> np.ndarray:
     """A 3×3 tensor from a 3×3 array or a 6-vector in Voigt order (xx, yy, zz, yz, xz, xy)."""
-    s = np.asarray(stress, dtype=float)
+    try:
+        s = np.asarray(stress, dtype=float)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise RecordError(f"stress is not a numeric array ({exc})") from exc
     if s.shape == (3, 3):
         return s
     if s.shape == (6,):
@@ -225,6 +255,16 @@ class Refusal:
     raw_text: str | None = None
     raw_document: Any | None = None  # JSON-serialisable
 
+    def __post_init__(self) -> None:
+        # a refusal must itself be storable: NUL and lone surrogates (from a hostile id or file
+        # name) are written as visible escapes in every field
+        self.location = escape_text(str(self.location))
+        self.reason = escape_text(str(self.reason))
+        if self.raw_text is not None:
+            self.raw_text = escape_text(str(self.raw_text))
+        if self.raw_document is not None:
+            self.raw_document = escape_unstorable(self.raw_document)
+
     def fingerprint(self, source: str) -> str:
         payload = json.dumps(
             [source, self.location, self.reason, self.raw_text, self.raw_document],
@@ -251,6 +291,85 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# --------------------------------------------------------------------------- text that cannot be stored
+
+
+def has_unstorable_text(text: str) -> bool:
+    """Whether ``text`` holds a NUL character or a lone surrogate (PostgreSQL can store neither)."""
+    return ("\x00" in text) if text.isascii() else _UNSTORABLE.search(text) is not None
+
+
+def escape_text(text: str) -> str:
+    """``text`` with NUL and lone surrogates written as ``\\u0000`` / ``\\ud800`` escapes (everything else kept)."""
+    if not has_unstorable_text(text):
+        return text
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def unstorable_reason(what: str, text: str) -> str:
+    """A reason naming the bad character, with the text escaped (the reason itself is always storable)."""
+    bad = _UNSTORABLE.search(text)
+    char = "" if bad is None else bad.group()
+    kind = "a NUL character (U+0000)" if char == "\x00" else f"a lone surrogate (U+{ord(char or '?'):04X})"
+    shown = escape_text(text if len(text) <= 200 else text[:200] + "…")
+    return f'{what} "{shown}" contains {kind}, which cannot be stored as text'
+
+
+def check_text(value: Any, what: str) -> None:
+    """Raise :class:`RecordError` when a string (or a key or string inside a JSON-like value) is unstorable."""
+    found = find_unstorable(value)
+    if found is not None:
+        path, text = found
+        raise RecordError(unstorable_reason(f"{what}{path}", text))
+
+
+def _contains_unstorable(value: Any) -> bool:
+    if isinstance(value, str):
+        return has_unstorable_text(value)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and has_unstorable_text(key):
+                return True
+            if not isinstance(item, float | int | bool | None) and _contains_unstorable(item):
+                return True
+        return False
+    if isinstance(value, list | tuple):
+        return any(_contains_unstorable(item) for item in value if not isinstance(item, float | int | bool | None))
+    return False
+
+
+def find_unstorable(value: Any, path: str = "") -> tuple[str, str] | None:
+    """(path, text) of the first unstorable string in a JSON-like value (keys included), None when clean."""
+    if not _contains_unstorable(value):
+        return None
+    if isinstance(value, str):
+        return path, value
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and has_unstorable_text(key):
+                return f"{path} key", key
+            if _contains_unstorable(item):
+                return find_unstorable(item, f"{path}[{escape_text(str(key))!r}]")
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if _contains_unstorable(item):
+                return find_unstorable(item, f"{path}[{i}]")
+    return None
+
+
+def escape_unstorable(value: Any) -> Any:
+    """A JSON-like value with every unstorable string (and key) escaped; the same object when nothing is."""
+    if not _contains_unstorable(value):
+        return value
+    if isinstance(value, str):
+        return escape_text(value)
+    if isinstance(value, Mapping):
+        return {escape_text(k) if isinstance(k, str) else k: escape_unstorable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [escape_unstorable(v) for v in value]
+    return value
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -259,26 +378,67 @@ def _finite_scalar(value: Any, what: str) -> float | None:
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise RecordError(f"{what} is not a number: {value!r}") from exc
     if not math.isfinite(number):
         raise RecordError(f"{what} is not finite ({number})")
     return number
 
 
-def _finite_array(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+def _finite_array(
+    value: Any, shape: tuple[int, ...], what: str, limit: float | None = None, unit: str = ""
+) -> np.ndarray | None:
     if value is None:
         return None
     try:
         array = np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise RecordError(f"{what} is not numeric") from exc
     if array.shape != shape:
         raise RecordError(f"{what} has shape {array.shape}, expected {shape}")
-    # one reduction instead of an elementwise test; the sum can only overflow if values are ~1e308
-    if not math.isfinite(array.sum()) and not np.isfinite(array).all():
-        raise RecordError(f"{what} contains non-finite values")
+    if limit is None:
+        # one reduction instead of an elementwise test; the sum can only overflow if values are ~1e308
+        if not math.isfinite(array.sum()) and not np.isfinite(array).all():
+            raise RecordError(f"{what} contains non-finite values")
+        return array
+    largest = float(np.abs(array).max()) if array.size else 0.0
+    if not largest <= limit:  # also NaN, which compares false
+        if not np.isfinite(array).all():
+            raise RecordError(f"{what} contains non-finite values")
+        raise RecordError(
+            f"{what} has a component of magnitude {largest:.6g}{unit}, beyond the limit of {limit:g}{unit}"
+        )
     return array
+
+
+def _check_magnitude(value: float | None, limit: float, what: str, unit: str = " eV/atom") -> None:
+    if value is not None and abs(value) > limit:
+        raise RecordError(f"{what} is {value:.6g}{unit}, beyond the limit of ±{limit:g}{unit}")
+
+
+def _check_lattice(lattice: np.ndarray) -> None:
+    scale = float(np.abs(lattice).max())
+    lengths = scale * np.sqrt(((lattice / scale) ** 2).sum(axis=1)) if scale > 0 else np.zeros(3)  # no overflow
+    if lengths.min() >= MIN_LATTICE_LENGTH and lengths.max() <= MAX_LATTICE_LENGTH:
+        return
+    for i, length in enumerate(lengths):
+        if not MIN_LATTICE_LENGTH <= length <= MAX_LATTICE_LENGTH:
+            raise RecordError(
+                f"lattice vector {i + 1} is {float(length):.6g} Å long, outside the sane range "
+                f"{MIN_LATTICE_LENGTH:g} to {MAX_LATTICE_LENGTH:g} Å"
+            )
+
+
+def _check_int4(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise RecordError(f"{what} is not an integer: {value!r}") from exc
+    if not 0 <= number <= MAX_INT4:
+        raise RecordError(f"{what} is {number}, outside 0 to {MAX_INT4}")
+    return number
 
 
 def validate_frame(frame: Frame) -> Frame:
@@ -293,38 +453,61 @@ def validate_frame(frame: Frame) -> Frame:
         raise RecordError(f"unknown element (atomic number {int(bad[0])})")
     n = numbers.size
     lattice = _finite_array(frame.lattice, (3, 3), "lattice")
+    _check_lattice(lattice)
     volume = abs(float(np.linalg.det(lattice)))
     if volume < 1e-6:
         raise RecordError(f"cell volume is {volume:.3g} Å³ (zero-volume cell)")
-    frac = _finite_array(frame.frac_coords, (n, 3), "fractional coordinates")
+    frac = _finite_array(frame.frac_coords, (n, 3), "fractional coordinates", MAX_ABS_FRACTIONAL)
     stress = frame.stress
     if stress is not None:
         stress = to_3x3(stress)
+    energy = _finite_scalar(frame.energy, "energy")
+    corrected = _finite_scalar(frame.corrected_energy, "corrected energy")
+    _check_magnitude(None if energy is None else energy / n, MAX_ABS_ENERGY_PER_ATOM, "energy per atom")
+    _check_magnitude(None if corrected is None else corrected / n, MAX_ABS_ENERGY_PER_ATOM, "corrected energy per atom")
     return replace(
         frame,
+        ionic_step=_check_int4(frame.ionic_step, "ionic step"),
         atomic_numbers=numbers.astype(np.int16),
         lattice=lattice,
         frac_coords=frac,
-        energy=_finite_scalar(frame.energy, "energy"),
-        corrected_energy=_finite_scalar(frame.corrected_energy, "corrected energy"),
-        forces=_finite_array(frame.forces, (n, 3), "forces"),
-        stress=_finite_array(stress, (3, 3), "stress"),
-        magmoms=_finite_array(frame.magmoms, (n,), "magnetic moments"),
-        n_electronic_steps=None if frame.n_electronic_steps is None else int(frame.n_electronic_steps),
+        energy=energy,
+        corrected_energy=corrected,
+        forces=_finite_array(frame.forces, (n, 3), "forces", MAX_ABS_FORCE, " eV/Å"),
+        stress=_finite_array(stress, (3, 3), "stress", MAX_ABS_STRESS, " GPa"),
+        magmoms=_finite_array(frame.magmoms, (n,), "magnetic moments", MAX_ABS_MAGMOM, " μB"),
+        n_electronic_steps=_check_int4(frame.n_electronic_steps, "number of electronic steps"),
         scf_converged=None if frame.scf_converged is None else bool(frame.scf_converged),
     )
 
 
 def validate_task(task: Task) -> Task:
-    """Task-level checks (vocabulary, task type); frames are checked one by one by :func:`validate_bundle`."""
+    """Task-level checks (vocabulary, task type, storable text); :func:`validate_bundle` checks the frames."""
+    check_text(task.external_id, "task id")
     if task.fidelity not in FIDELITY_NAMES:
         raise RecordError(f"unknown fidelity {task.fidelity!r}")
     if task.task_type not in TASK_TYPES:
         raise RecordError(f"task type {task.task_type!r} is not a training task (relax or static)")
     if not task.external_id:
         raise RecordError("task has no id")
+    for value, what in (
+        (task.run_type, "run type"),
+        (task.source_run_type, "source run type"),
+        (task.code, "code"),
+        (task.code_version, "code version"),
+        (task.input_parameters, "input parameters"),
+        (task.hubbards, "U values"),
+    ):
+        check_text(value, what)
     if task.hubbards is not None:
-        hubbards = {str(k): float(v) for k, v in task.hubbards.items() if float(v) != 0.0}
+        try:
+            values = {str(k): float(v) for k, v in task.hubbards.items()}
+        except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+            raise RecordError(f"U values are not numbers: {task.hubbards!r}") from exc
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise RecordError(f"U value of {bad[0]} is not finite ({values[bad[0]]})")
+        hubbards = {k: v for k, v in values.items() if v != 0.0}
         task = replace(task, hubbards=hubbards or None)
     return task
 
@@ -332,13 +515,45 @@ def validate_task(task: Task) -> Task:
 def validate_reference(entry: ReferenceEntry) -> ReferenceEntry:
     if entry.fidelity not in FIDELITY_NAMES:
         raise RecordError(f"unknown fidelity {entry.fidelity!r} of reference entry")
-    return replace(
+    for value, what in (
+        (entry.entry_id, "entry id"),
+        (entry.task_external_id, "task id"),
+        (entry.correction_scheme, "correction scheme"),
+        (entry.structure, "structure"),
+    ):
+        check_text(value, what)
+    checked = replace(
         entry,
         energy_per_atom=_finite_scalar(entry.energy_per_atom, "reference energy per atom"),
         corrected_energy_per_atom=_finite_scalar(entry.corrected_energy_per_atom, "corrected energy per atom"),
         formation_energy_per_atom=_finite_scalar(entry.formation_energy_per_atom, "formation energy per atom"),
         energy_above_hull=_finite_scalar(entry.energy_above_hull, "energy above hull"),
+        n_atoms=None if entry.n_atoms is None else _check_int4(entry.n_atoms, "number of atoms"),
     )
+    for value, what in (
+        (checked.energy_per_atom, "reference energy per atom"),
+        (checked.corrected_energy_per_atom, "corrected energy per atom"),
+        (checked.formation_energy_per_atom, "formation energy per atom"),
+        (checked.energy_above_hull, "energy above hull"),
+    ):
+        _check_magnitude(value, MAX_ABS_ENERGY_PER_ATOM, what)
+    return checked
+
+
+def validate_material(material: Material) -> None:
+    """Raise :class:`RecordError` when the material's id, formula or elements cannot be stored."""
+    check_text(material.external_id, "material id")
+    if not material.external_id:
+        raise RecordError("material has no id")
+    check_text(material.formula, "formula")
+    check_text(list(material.elements), "elements")
+
+
+def _problem(exc: Exception) -> str:
+    """The quarantine reason of a failed check: the RecordError's text, else the unexpected error named."""
+    if isinstance(exc, RecordError):
+        return str(exc)
+    return f"invalid record ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
 
 
 def validate_bundle(
@@ -347,19 +562,30 @@ def validate_bundle(
     """Validate everything in a bundle.
 
     A bad frame is refused on its own (the task keeps its other frames); a bad task
-    or reference entry is refused whole. Returns the cleaned bundle (None when
-    nothing in it survived) and the refusals, each with its location.
+    or reference entry is refused whole, and a bad material (e.g. an id holding a
+    NUL character) refuses the bundle. Returns the cleaned bundle (None when
+    nothing in it survived) and the refusals, each with its location. Locations
+    are informational: NUL characters and lone surrogates in them (a file name
+    that is not UTF-8) are escaped, not refused.
     ``checked_frames``: external ids of tasks whose frames were already validated
     (the loader's columnar fast path); their frames are kept as they are.
     """
+    location = escape_text(bundle.location)
+    raw = bundle.raw
+    if raw is not None and has_unstorable_text(raw.location):
+        raw = replace(raw, location=escape_text(raw.location))
+    try:
+        validate_material(bundle.material)
+    except Exception as exc:  # noqa: BLE001 - a record that cannot be checked is refused, never fatal
+        return None, [Refusal(location, _problem(exc))]
     refusals: list[Refusal] = []
     tasks: list[Task] = []
     for task in bundle.tasks:
-        where = f"{bundle.location} task {task.external_id}"
+        where = f"{location} task {task.external_id}"
         try:
             task = validate_task(task)
-        except RecordError as exc:
-            refusals.append(Refusal(where, str(exc)))
+        except Exception as exc:  # noqa: BLE001
+            refusals.append(Refusal(where, _problem(exc)))
             continue
         if task.external_id in checked_frames and task.frames:
             tasks.append(task)
@@ -368,8 +594,8 @@ def validate_bundle(
         for frame in task.frames:
             try:
                 frames.append(validate_frame(frame))
-            except RecordError as exc:
-                refusals.append(Refusal(f"{where} ionic step {frame.ionic_step}", str(exc)))
+            except Exception as exc:  # noqa: BLE001
+                refusals.append(Refusal(f"{where} ionic step {frame.ionic_step}", _problem(exc)))
         if frames:
             tasks.append(replace(task, frames=frames))
         elif task.frames:
@@ -380,11 +606,11 @@ def validate_bundle(
     for entry in bundle.references:
         try:
             references.append(validate_reference(entry))
-        except RecordError as exc:
-            refusals.append(Refusal(f"{bundle.location} reference {entry.fidelity}", str(exc)))
+        except Exception as exc:  # noqa: BLE001
+            refusals.append(Refusal(f"{location} reference {entry.fidelity}", _problem(exc)))
     if not tasks and not references:
         return None, refusals
-    return replace(bundle, tasks=tasks, references=references), refusals
+    return replace(bundle, location=location, tasks=tasks, references=references, raw=raw), refusals
 
 
 def as_mapping(value: Any) -> Mapping[str, Any]:

@@ -45,6 +45,15 @@ cannot be read at all, is one Refusal with its path. Non-self-consistent runs
 (ICHARG >= 10), MD and unsupported functionals are refused by
 :func:`~crossfid.ingest.fidelity.classify_incar`.
 
+Hostile files: a compressed file is decompressed piece by piece and refused as soon
+as it expands beyond ``CROSSFID_MAX_DECOMPRESSED_BYTES`` (default 8 GiB; an
+uncompressed file larger than that is refused by its size), so a decompression bomb
+never fills memory. A file with a ``<!DOCTYPE`` or ``<!ENTITY`` declaration is
+refused before parsing (VASP never writes one; entity expansion is how billion
+laughs and XXE work). A vasprun name that is a broken symlink, a symlink loop, a
+directory or a special file is refused with that reason, unless a readable file of
+the same suffix stands for it.
+
 Identifiers: ``Task.external_id`` is ``vasp:<directory relative to its root>#<hash>``
 where the hash is the first 12 hex digits of the SHA-256 of the uncompressed
 vasprun.xml (for several files: of their SHA-256s in order), so reading the same
@@ -62,6 +71,7 @@ frame's energy per atom at the task's fidelity, with ``task_external_id`` set.
 from __future__ import annotations
 
 import bz2
+import errno
 import hashlib
 import io
 import logging
@@ -92,6 +102,7 @@ from crossfid.ingest.records import (
     Task,
     stress_from_vasp_kbar,
 )
+from crossfid.ingest.sourceio import DecompressedSizeError, InputLimitError, Limits
 
 logger = logging.getLogger(__name__)
 
@@ -127,16 +138,52 @@ def _natural_key(suffix: str) -> tuple:
 
 def vasprun_files(directory: Path) -> list[Path]:
     """The vasprun.xml files of one directory in suffix order (one per suffix; uncompressed preferred)."""
+    return _vasprun_entries(directory)[0]
+
+
+def _vasprun_entries(directory: Path) -> tuple[list[Path], list[Refusal]]:
+    """(usable vasprun.xml files in suffix order, refusals of vasprun.xml names that cannot be read).
+
+    A name that is a broken symlink, a symlink loop, a directory or a special file
+    (FIFO, device) is refused when no readable file stands for the same suffix.
+    """
     by_suffix: dict[str, tuple[int, Path]] = {}
+    unusable: dict[str, list[Path]] = {}
     for entry in sorted(Path(directory).iterdir()):
         parts = _split_name(entry.name)
-        if parts is None or not entry.is_file():
+        if parts is None:
             continue
         suffix, compression = parts
+        if not entry.is_file():
+            unusable.setdefault(suffix, []).append(entry)
+            continue
         rank = ("", *COMPRESSIONS).index(compression)
         if suffix not in by_suffix or rank < by_suffix[suffix][0]:
             by_suffix[suffix] = (rank, entry)
-    return [by_suffix[s][1] for s in sorted(by_suffix, key=_natural_key)]
+    files = [by_suffix[s][1] for s in sorted(by_suffix, key=_natural_key)]
+    refusals = [
+        Refusal(str(entry), _unusable_reason(entry))
+        for suffix in sorted(unusable, key=_natural_key)
+        if suffix not in by_suffix
+        for entry in unusable[suffix]
+    ]
+    return files, refusals
+
+
+def _unusable_reason(entry: Path) -> str:
+    if entry.is_symlink():
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            target = "?"
+        try:
+            entry.stat()
+        except OSError as exc:
+            why = "a symlink loop" if exc.errno == errno.ELOOP else "the target does not exist"
+            return f"broken symlink: {entry.name} -> {target} ({why}); nothing to read"
+    if entry.is_dir():
+        return f"{entry.name} is a directory, not a vasprun.xml file"
+    return f"{entry.name} is not a regular file (a FIFO, socket or device); not read"
 
 
 def find_calculations(roots: Sequence[Path]) -> list[Path]:
@@ -176,43 +223,79 @@ def _decompressor(path: Path) -> Callable[[], Any] | None:
 
 
 _DECOMPRESSION_ERRORS = (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError)
+_OUTPUT_PIECE = 1 << 20  # most bytes one decompressor call may return (a bomb never expands at once)
 
 
-def _read_uncompressed(path: Path, chunk: int = 1 << 16) -> tuple[bytes, bool]:
+def _decompress(decompressor: Any, data: bytes) -> Iterator[bytes]:
+    """Everything ``data`` decompresses to, in pieces of at most 1 MiB."""
+    if hasattr(decompressor, "unconsumed_tail"):  # zlib
+        while True:
+            yield decompressor.decompress(data, _OUTPUT_PIECE)
+            data = decompressor.unconsumed_tail
+            if decompressor.eof or not data:
+                return
+    yield decompressor.decompress(data, _OUTPUT_PIECE)
+    while not decompressor.eof and not decompressor.needs_input:
+        yield decompressor.decompress(b"", _OUTPUT_PIECE)
+
+
+def _read_uncompressed(
+    path: Path, cap: int | None = None, chunk: int = 1 << 16, *, keep: bool = True
+) -> tuple[bytes, bool]:
     """The uncompressed bytes of ``path`` and whether the compressed stream was cut short or corrupt.
 
     A damaged stream yields what could be decompressed before the damage: gzip is
     replayed in small pieces from a copy of the decompressor taken before the failing
     chunk, so almost nothing before the damage is lost (bz2/xz lose at most one chunk).
+    The file is read and decompressed piece by piece; more than ``cap`` bytes
+    (default ``CROSSFID_MAX_DECOMPRESSED_BYTES``) raise :class:`DecompressedSizeError`
+    as soon as the count passes it, also for an uncompressed file (checked by its size).
+    ``keep=False`` only counts (and returns no bytes).
     """
-    data = path.read_bytes()
+    cap = Limits.from_env().max_decompressed_bytes if cap is None else cap
     make = _decompressor(path)
     if make is None:
-        return data, False
+        if path.stat().st_size > cap:
+            raise DecompressedSizeError(cap)
+        return (path.read_bytes() if keep else b""), False
     out: list[bytes] = []
-    position = 0
-    while position < len(data):
-        decompressor = make()
-        while not decompressor.eof and position < len(data):
-            piece = data[position : position + chunk]
-            position += len(piece)
-            backup = decompressor.copy() if hasattr(decompressor, "copy") else None
-            try:
-                out.append(decompressor.decompress(piece))
-            except _DECOMPRESSION_ERRORS:
-                if backup is not None:
-                    for start in range(0, len(piece), 64):
-                        try:
-                            out.append(backup.decompress(piece[start : start + 64]))
-                        except _DECOMPRESSION_ERRORS:
-                            break
-                return b"".join(out), True
-        if not decompressor.eof:
-            return b"".join(out), True
-        position -= len(decompressor.unused_data)
-        if not data[position:].strip(b"\0"):  # trailing padding
-            break
-    return b"".join(out), False
+    total = 0
+
+    def take(piece: bytes) -> None:
+        nonlocal total
+        total += len(piece)
+        if total > cap:
+            raise DecompressedSizeError(cap)
+        if keep:
+            out.append(piece)
+
+    with open(path, "rb") as handle:
+        pending = b""
+        while True:
+            decompressor = make()
+            while not decompressor.eof:
+                piece = pending or handle.read(chunk)
+                pending = b""
+                if not piece:
+                    return b"".join(out), True  # the compressed stream ends before its end marker
+                backup = decompressor.copy() if hasattr(decompressor, "copy") else None
+                try:
+                    for output in _decompress(decompressor, piece):
+                        take(output)
+                except _DECOMPRESSION_ERRORS:
+                    if backup is not None:
+                        for start in range(0, len(piece), 64):
+                            try:
+                                for output in _decompress(backup, piece[start : start + 64]):
+                                    take(output)
+                            except _DECOMPRESSION_ERRORS:
+                                break
+                    return b"".join(out), True
+            pending = decompressor.unused_data  # another compressed member may follow
+            while not pending.strip(b"\0"):  # nothing, or NUL padding, up to the end of the file
+                pending = handle.read(chunk)
+                if not pending:
+                    return b"".join(out), False
 
 
 def _parse_vasprun(path: Path, content: bytes, stream_damaged: bool) -> tuple[Any, bool]:
@@ -336,10 +419,19 @@ def _load(path: Path) -> _Run | Refusal:
     where = str(path)
     try:
         content, stream_damaged = _read_uncompressed(path)
+    except InputLimitError as exc:
+        return Refusal(where, str(exc))
     except OSError as exc:
         return Refusal(where, f"cannot read file: {exc}")
     if not content.strip():
         return Refusal(where, "empty vasprun.xml" + (" (damaged compressed stream)" if stream_damaged else ""))
+    declaration = next((d for d in (b"<!DOCTYPE", b"<!ENTITY") if d in content), None)
+    if declaration is not None:
+        return Refusal(
+            where,
+            f"vasprun.xml holds a {declaration.decode()} declaration: refused unparsed (VASP never writes "
+            "one; entity expansion could exhaust memory (billion laughs) or read other files (XXE))",
+        )
     try:
         vasprun, malformed = _parse_vasprun(path, content, stream_damaged)
     except Exception as exc:  # pymatgen raises anything from IndexError to ParseError on broken files
@@ -435,6 +527,11 @@ def _outcar_for(run: _Run) -> Path | None:
     return None
 
 
+def _check_size(path: Path) -> None:
+    """Raise :class:`DecompressedSizeError` when ``path`` (decompressed) is larger than the cap; streams to count."""
+    _read_uncompressed(path, keep=False)
+
+
 def _final_magmoms(run: _Run, frame: Frame) -> np.ndarray | None:
     """Moments of the final ionic step from the matching OUTCAR (see the module doc for the checks)."""
     p = run.parameters
@@ -448,6 +545,7 @@ def _final_magmoms(run: _Run, frame: Frame) -> np.ndarray | None:
     path = _outcar_for(run)
     if path is None:
         return None
+    _check_size(path)  # pymatgen reads the whole OUTCAR into memory: a bomb must not get there
     from pymatgen.io.vasp.outputs import Outcar
 
     try:
@@ -518,7 +616,11 @@ def _build_task(runs: Sequence[_Run], rel: str) -> tuple[Task, ReferenceEntry | 
     external_id = f"vasp:{rel}#{_task_hash(runs)}"
     last_step_kept = bool(frames) and frames[-1].ionic_step == step - 1
     if last_step_kept:
-        magmoms = _final_magmoms(last_run, frames[-1])
+        try:
+            magmoms = _final_magmoms(last_run, frames[-1])
+        except InputLimitError as exc:
+            refusals.append(Refusal(str(_outcar_for(last_run)), f"{exc}; magnetic moments not read"))
+            magmoms = None
         if magmoms is not None:
             frames[-1].magmoms = magmoms
     version = getattr(last_run.vasprun, "vasp_version", None)
@@ -563,7 +665,13 @@ def read_vasp_dir(
     rel = _relative(directory, root)
     runs: list[_Run] = []
     material: Material | None = None
-    for path in vasprun_files(directory):
+    try:
+        files, unusable = _vasprun_entries(directory)
+    except OSError as exc:
+        yield Refusal(str(directory), f"cannot list the directory: {exc}")
+        return
+    yield from unusable
+    for path in files:
         loaded = _load(path)
         if isinstance(loaded, Refusal):
             yield loaded
@@ -621,4 +729,8 @@ def read_vasp_dirs(roots: Sequence[Path], *, material_id: str | None = None) -> 
     bases = [r.parent if r.is_file() else r for r in roots]
     for directory in find_calculations(roots):
         root = next((b for b in bases if directory == b or b in directory.parents), directory.parent)
-        yield from read_vasp_dir(directory, root=root, material_id=material_id)
+        try:
+            yield from read_vasp_dir(directory, root=root, material_id=material_id)
+        except Exception as exc:  # noqa: BLE001 - one unreadable directory never ends the run
+            logger.warning("%s: %s: %s", directory, type(exc).__name__, exc)
+            yield Refusal(str(directory), f"cannot read the calculation: {type(exc).__name__}: {exc}")
