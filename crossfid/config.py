@@ -3,7 +3,7 @@
 | variable                  | meaning                                                    |
 |---------------------------|------------------------------------------------------------|
 | ``CROSSFID_DATABASE_URL`` | any PostgreSQL URL; unset means the embedded server        |
-| ``CROSSFID_HOME``         | data directory (embedded server, caches, models, figures)  |
+| ``CROSSFID_HOME``         | data directory (layout: :class:`crossfid.runtime.paths.DataDirs`) |
 | ``CROSSFID_DASK_SCHEDULER`` | address of a running Dask scheduler (``tcp://host:8786``) |
 | ``MP_API_KEY``            | Materials Project API key; never logged, printed or stored |
 | ``CROSSFID_MAX_JSON_DEPTH`` | JSON nesting limit of ingested records (default 64)      |
@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
+
+from crossfid.errors import StateError
 
 
 class Secret:
@@ -93,15 +95,10 @@ class Settings:
         """True when crossfid runs its own PostgreSQL server in :attr:`home`."""
         return self.database_url is None
 
-    @property
-    def pgdata(self) -> Path:
-        """Data directory of the embedded PostgreSQL server."""
-        return self.home / "pgdata"
-
     def require_mp_api_key(self) -> Secret:
         """The Materials Project API key, or a clear error saying how to set it."""
         if not self.mp_api_key:
-            raise RuntimeError(
+            raise StateError(
                 "MP_API_KEY is not set: export your Materials Project API key "
                 "(https://next-gen.materialsproject.org/api) as MP_API_KEY"
             )

@@ -16,7 +16,6 @@ timings; no assertion depends on them.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import random
 import shutil
@@ -36,6 +35,7 @@ from crossfid.db.bulk import copy_insert
 from crossfid.db.embedded import ensure_server, stop_server
 from crossfid.db.engine import make_engine, normalize_url, redact
 from crossfid.db.models import Frame, Material, Source, Task
+from crossfid.hashing import sha256_text
 
 #: columns written by both methods (generated columns are computed by PostgreSQL)
 FRAME_COLUMNS = (
@@ -97,7 +97,7 @@ def synthetic_frames(n_frames: int, n_atoms: int, seed: int) -> list[dict[str, A
                 "magmoms": magmoms,
                 "n_electronic_steps": rng.randint(5, 60),
                 "scf_converged": True,
-                "content_hash": hashlib.sha256(content.encode()).hexdigest(),
+                "content_hash": sha256_text(content),
             }
         )
     return frames

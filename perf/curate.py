@@ -30,7 +30,8 @@ from crossfid.curation.rules import curate_material
 from crossfid.db import migrate
 from crossfid.db.embedded import ensure_server, stop_server
 from crossfid.db.engine import make_engine
-from crossfid.ingest import demo
+from crossfid.demo import generator as demo
+from crossfid.ingest.demo import read_demo_corpus
 from crossfid.ingest.loader import ingest
 
 FIDELITIES = (["GGA", "GGA+U"], ["r2SCAN"])
@@ -95,7 +96,7 @@ def main() -> None:
         url = ensure_server(home).libpq_url()
         engine = make_engine(url)
         migrate.upgrade(engine)
-        loaded = ingest(engine, "demo", "demo", demo.read_demo_corpus(path))
+        loaded = ingest(engine, "demo", "demo", read_demo_corpus(path))
         print("crossfid curation benchmark")
         print(f"  corpus   : {path.name}: {loaded.tasks_added} tasks, {loaded.frames_added} frames")
         print()

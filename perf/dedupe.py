@@ -35,8 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossfid.curation.config import CurationConfig
+from crossfid.curation.decisions import FrameView
 from crossfid.curation.dedupe import DedupeStats
-from crossfid.curation.rules import FrameView, ReferenceView, TaskView, curate_material
+from crossfid.curation.rules import ReferenceView, TaskView, curate_material
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ Prints both, their ratio and the outside share. No wall-clock assertion.
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 import time
 from pathlib import Path
@@ -30,18 +29,18 @@ import numpy as np
 
 def make_frames(n_frames: int, seed: int):
     """(structure, labels) pairs: prototypes perturbed, labelled by the r2SCAN model (eV/atom, eV/Å, GPa, μB)."""
-    from crossfid.ingest.demo import CATALOGUE, build_prototype
-    from crossfid.referencing.package_atomrefs import load_chgnet
+    from crossfid.potentials.base import load_potential
+    from crossfid.structures.prototypes import CATALOGUE, build_prototype
 
-    labeller = load_chgnet("r2scan")
+    labeller = load_potential("chgnet-r2scan")
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n_frames):
         structure = build_prototype(CATALOGUE[i % len(CATALOGUE)]).copy()
         structure.apply_strain(rng.uniform(-0.02, 0.02, 3))
         structure.perturb(0.05)
-        p = labeller.predict_structure(structure, task="efsm")
-        out.append((structure, {"e": float(p["e"]), "f": p["f"], "s": p["s"], "m": p["m"]}))
+        (p,) = labeller.predict([structure])
+        out.append((structure, {"e": p.energy, "f": p.forces, "s": p.stress, "m": p.magmoms}))
     return out
 
 
@@ -49,7 +48,7 @@ def chgnet_seconds_per_epoch(frames, epochs: int, batch_size: int) -> float:
     from chgnet.data.dataset import StructureData, get_train_val_test_loader
     from chgnet.trainer import Trainer
 
-    from crossfid.referencing.package_atomrefs import load_chgnet
+    from crossfid.potentials.base import load_potential
 
     data = StructureData(
         structures=[s for s, _ in frames],
@@ -62,7 +61,7 @@ def chgnet_seconds_per_epoch(frames, epochs: int, batch_size: int) -> float:
         data, batch_size=batch_size, train_ratio=0.9, val_ratio=0.1, return_test=True
     )
     trainer = Trainer(
-        model=copy.deepcopy(load_chgnet(None)),
+        model=load_potential("chgnet-0.3.0").copy().model,
         targets="efsm",
         energy_loss_ratio=3,
         force_loss_ratio=1,
@@ -85,14 +84,14 @@ def chgnet_seconds_per_epoch(frames, epochs: int, batch_size: int) -> float:
 def crossfid_epochs(frames, epochs: int, batch_size: int):
     import torch
 
-    from crossfid.referencing.package_atomrefs import load_chgnet
+    from crossfid.potentials.base import load_potential
     from crossfid.training.data import LabelledFrame, frame_targets
     from crossfid.training.graph_cache import GraphCache
     from crossfid.training.hyperparameters import Hyperparameters
     from crossfid.training.loop import train
     from crossfid.training.methods import set_up_model
 
-    model = set_up_model("tl-frozen-atomref", load_chgnet(None))
+    model = set_up_model("tl-frozen-atomref", load_potential("chgnet-0.3.0"))
     labelled = [
         LabelledFrame(
             frame_id=i,

@@ -96,7 +96,7 @@ def engine(empty_engine: Engine) -> Engine:
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory: pytest.TempPathFactory):
     """A small demo corpus with high flaw rates (CHGNet relaxations; generated once per session)."""
-    from crossfid.ingest.demo import DemoSettings, FlawRates, generate_demo_corpus
+    from crossfid.demo.generator import DemoSettings, FlawRates, generate_demo_corpus
 
     settings = DemoSettings(
         max_steps=10,
@@ -123,7 +123,7 @@ def demo_engine(engine, demo_corpus):
 @pytest.fixture(scope="session")
 def r2scan_corpus(tmp_path_factory: pytest.TempPathFactory):
     """A small flawless r2SCAN-only demo corpus (10 materials, short relaxations), generated once per session."""
-    from crossfid.ingest.demo import DemoSettings, FlawRates, generate_demo_corpus
+    from crossfid.demo.generator import DemoSettings, FlawRates, generate_demo_corpus
 
     settings = DemoSettings(
         max_steps=4,

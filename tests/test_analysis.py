@@ -1,4 +1,4 @@
-"""Cross-fidelity analysis (crossfid.referencing.analysis) and MP2020 corrections (…corrections), synthetic data."""
+"""Cross-fidelity analysis (crossfid.referencing.cross_fidelity) and MP2020 corrections, synthetic data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from crossfid.referencing.analysis import (
+from crossfid.referencing.composition import N_ELEMENTS, SYMBOLS, column_of, fractions_from_formula
+from crossfid.referencing.corrections import CorrectionInput, mp2020_corrections
+from crossfid.referencing.cross_fidelity import (
     correlation,
     element_importance,
     elemental_references,
@@ -19,8 +21,6 @@ from crossfid.referencing.analysis import (
     shift_statistics,
     transferability_report,
 )
-from crossfid.referencing.composition import N_ELEMENTS, SYMBOLS, column_of, fractions_from_formula
-from crossfid.referencing.corrections import CorrectionInput, mp2020_corrections
 
 
 def _json_roundtrip(data):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from crossfid.hashing import atomref_values_hash
 from crossfid.referencing.atomref import (
     AtomRefError,
     fit_atomref,
@@ -12,7 +13,6 @@ from crossfid.referencing.atomref import (
     reference_energies,
     referenced_energies,
     values_from_list,
-    values_hash,
     values_to_list,
 )
 from crossfid.referencing.composition import (
@@ -149,9 +149,9 @@ def test_values_round_trip_through_storage_form_and_hash_is_content_identity():
     assert np.array_equal(np.isnan(back), np.isnan(values)) and np.allclose(
         back[~np.isnan(back)], values[~np.isnan(values)]
     )
-    assert values_hash(back) == values_hash(values)
+    assert atomref_values_hash(back) == atomref_values_hash(values)
     values[0] += 1e-12
-    assert values_hash(values) != values_hash(back)
+    assert atomref_values_hash(values) != atomref_values_hash(back)
 
 
 # --------------------------------------------------------------------------- chgnet's own composition model
@@ -162,9 +162,10 @@ def test_referenced_energies_equal_chgnet_composition_model_output(name):
     import torch
     from pymatgen.core import Lattice, Structure
 
-    from crossfid.referencing.package_atomrefs import PACKAGE_ATOMREFS, load_chgnet, package_atomref_values
+    from crossfid.potentials.base import load_potential
+    from crossfid.referencing.package_atomrefs import package_atomref_values
 
-    model = load_chgnet(PACKAGE_ATOMREFS[name].model_name)
+    model = load_potential(name).model
     values = package_atomref_values(name)
     structures = [
         Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]),

@@ -36,9 +36,9 @@ from crossfid.benchmarks.thermo import (
 
 @pytest.fixture(scope="module")
 def chgnet():
-    from crossfid.referencing.package_atomrefs import load_chgnet
+    from crossfid.potentials.base import load_potential
 
-    return load_chgnet(None)
+    return load_potential("chgnet-0.3.0")
 
 
 def _json_ready(document) -> None:
@@ -83,14 +83,14 @@ def test_relaxation_from_strain_recovers_the_relaxed_density(chgnet):
 
 
 def test_isolated_atom_is_a_failed_relaxation(chgnet):
-    before = chgnet.graph_converter.on_isolated_atoms
+    before = chgnet.model.graph_converter.on_isolated_atoms
     far = Structure(Lattice.cubic(20.0), ["Na", "Cl"], [[0, 0, 0], [0.4, 0, 0]])  # 8 Å apart
     result = relax_structure(chgnet, far, relax_cell=False, steps=1)
     assert not result.ok
     assert result.failure == FAILURE_ISOLATED
     assert result.max_nn_distance == pytest.approx(8.0)
     assert result.energy_per_atom is not None and result.structure is not None
-    assert chgnet.graph_converter.on_isolated_atoms == before  # the model's setting is restored
+    assert chgnet.model.graph_converter.on_isolated_atoms == before  # the model's setting is restored
     # the criterion is the caller's: 10 Å tolerates the same structure
     assert relax_structure(chgnet, far, relax_cell=False, steps=1, max_nn_distance=10.0).ok
 

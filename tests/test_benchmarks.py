@@ -15,10 +15,12 @@ from sqlalchemy.orm import Session
 from tiny_split import make_tiny_split
 
 from crossfid.benchmarks.leaderboard import parse_interval, read_leaderboard, refresh, run_every
+from crossfid.benchmarks.registry import default_benchmarks
 from crossfid.benchmarks.relax_jobs import RelaxSettings
-from crossfid.benchmarks.suite import Density, TestSetMae, default_benchmarks
+from crossfid.benchmarks.suite import Density, TestSetMae
+from crossfid.benchmarks.testset_rmse import TestSetRmse
 from crossfid.db.models import BenchmarkItem, BenchmarkMetric, BenchmarkRun, ModelRow
-from crossfid.referencing.package_atomrefs import load_chgnet
+from crossfid.potentials.base import load_potential
 from crossfid.training.data import load_split_frames
 
 QUICK = RelaxSettings(fmax=0.05, steps=200)
@@ -56,21 +58,31 @@ def _metrics(engine, model: str, benchmark: str) -> dict[str, float | None]:
     return dict(rows)
 
 
-def test_test_mae_equals_a_direct_computation_with_chgnet(split_engine, dask_client):
-    summary = refresh(split_engine, "tiny", benchmarks={"test-mae": TestSetMae()}, client=dask_client)
-    assert {(m, b) for m, b, _ in summary.ran} == {("chgnet-0.3.0", "test-mae"), ("chgnet-r2scan", "test-mae")}
+def test_test_mae_and_rmse_equal_a_direct_computation_with_chgnet(split_engine, dask_client):
+    suite = {"test-mae": TestSetMae(), "test-rmse": TestSetRmse()}
+    summary = refresh(split_engine, "tiny", benchmarks=suite, client=dask_client)
+    assert {(m, b) for m, b, _ in summary.ran} == {(m, b) for m in ("chgnet-0.3.0", "chgnet-r2scan") for b in suite}
     with Session(split_engine) as session:
         frames = load_split_frames(session, 1, "test")
-    model = load_chgnet(None)
+    model = load_potential("chgnet-0.3.0")
     energy_errors, force_errors = [], []
-    for frame in frames:
-        p = model.predict_structure(frame.structure(), task="efsm")
-        energy_errors.append(abs(float(p["e"]) - frame.energy_per_atom))
-        force_errors.append(np.abs(p["f"] - frame.forces).ravel())
+    for frame, p in zip(frames, model.predict([frame.structure() for frame in frames]), strict=True):
+        energy_errors.append(abs(p.energy - frame.energy_per_atom))
+        force_errors.append(np.abs(p.forces - frame.forces).ravel())
     got = _metrics(split_engine, "chgnet-0.3.0", "test-mae")
     assert got["energy_mae"] == pytest.approx(1000 * np.mean(energy_errors), rel=1e-4)
     assert got["force_mae"] == pytest.approx(1000 * np.mean(np.concatenate(force_errors)), rel=1e-4)
     assert any(name.startswith("energy_mae:") for name in got)
+    rmse = _metrics(split_engine, "chgnet-0.3.0", "test-rmse")
+    assert rmse["energy_rmse"] == pytest.approx(1000 * np.sqrt(np.mean(np.square(energy_errors))), rel=1e-4)
+    assert rmse["force_rmse"] == pytest.approx(1000 * np.sqrt(np.mean(np.concatenate(force_errors) ** 2)), rel=1e-4)
+    assert rmse["energy_rmse"] >= got["energy_mae"] and rmse["force_rmse"] >= got["force_mae"]
+    # the view shows them as registered (revision 0008)
+    _, rows = read_leaderboard(split_engine)
+    row = next(r for r in rows if r["model"] == "chgnet-0.3.0")
+    assert row["test_energy_rmse"] == pytest.approx(rmse["energy_rmse"])
+    assert row["test_force_rmse"] == pytest.approx(rmse["force_rmse"])
+    assert row["test_energy_mae"] == pytest.approx(got["energy_mae"])
     # the demo's r2SCAN labels come from the shipped r2SCAN model itself
     assert _metrics(split_engine, "chgnet-r2scan", "test-mae")["energy_mae"] < 1e-3
 

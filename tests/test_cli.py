@@ -171,3 +171,30 @@ def test_errors_with_brackets_print_as_one_line(monkeypatch, tmp_path):
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_only_deliberate_database_and_file_errors_are_one_line(monkeypatch, capsys):
+    import crossfid.cli as cli_module
+    from crossfid.errors import InputError, IntegrityError, NotFoundError, StateError
+
+    for exc in (InputError("x"), NotFoundError("x"), StateError("x"), IntegrityError("x"), OSError("x")):
+        assert cli_module.reported(exc)
+    assert cli_module.reported(psycopg.errors.QueryCanceled("x"))
+    assert isinstance(InputError("x"), ValueError) and isinstance(NotFoundError("x"), LookupError)
+    for exc in (KeyError("x"), ValueError("x"), ZeroDivisionError(), AttributeError("x")):
+        assert not cli_module.reported(exc)
+
+    def raising(exc):
+        def app():
+            raise exc
+
+        return app
+
+    monkeypatch.setattr(cli_module.state, "debug", False)
+    monkeypatch.setattr(cli_module, "app", raising(NotFoundError("no dataset 'x'")))
+    with pytest.raises(SystemExit) as exited:
+        cli_module.main()
+    assert exited.value.code == 1 and capsys.readouterr().err.strip() == "error: no dataset 'x'"
+    monkeypatch.setattr(cli_module, "app", raising(ZeroDivisionError("a bug")))
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        cli_module.main()

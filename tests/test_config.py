@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from crossfid.cli import app
 from crossfid.config import Secret, Settings, default_home
+from crossfid.runtime.paths import DataDirs
 
 KEY = "mp-key-0123456789abcdef"
 
@@ -29,7 +30,7 @@ def test_settings_from_environment(tmp_path):
     assert not settings.embedded
     assert settings.dask_scheduler == "tcp://scheduler:8786"
     assert settings.mp_api_key.reveal() == KEY
-    assert settings.pgdata == tmp_path.resolve() / "pgdata"
+    assert DataDirs.from_settings(settings).pgdata == tmp_path.resolve() / "pgdata"
 
 
 def test_defaults_are_embedded_in_the_user_data_dir():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from crossfid.curation.config import DEFAULT_DEDUPE_TIERS, CurationConfig, DedupeTier
-from crossfid.curation.rules import (
+from crossfid.curation.decisions import (
     ACCEPTANCE_REASONS,
     COMPLETE_LABELS,
     DUPLICATE,
@@ -24,6 +24,8 @@ from crossfid.curation.rules import (
     REJECTION_RULES,
     STRUCTURE_UNIQUE,
     FrameView,
+)
+from crossfid.curation.rules import (
     ReferenceView,
     TaskView,
     complete_labels,

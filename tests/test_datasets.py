@@ -17,31 +17,23 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
+from crossfid.cli.dataset import app as dataset_app
 from crossfid.curation.audit import audit_split
-from crossfid.curation.dataset_commands import dataset_app
-from crossfid.curation.datasets import (
-    DatasetError,
-    dataset_content_hash,
-    freeze_dataset,
-    list_datasets,
-    resolve_dataset,
-    show_dataset,
-)
+from crossfid.curation.datasets import DatasetError, freeze_dataset, list_datasets, resolve_dataset
 from crossfid.curation.export import ExportError, cartesian, export_split
+from crossfid.curation.split_store import create_split, resolve_split, show_dataset
 from crossfid.curation.splits import (
     PARTS,
     SplitError,
-    create_split,
     nested_subsets,
     normalize_ratios,
-    resolve_split,
     split_by_group,
     split_content_hash,
-    subset_content_hash,
 )
 from crossfid.db import migrate
 from crossfid.db.engine import make_engine
 from crossfid.db.models import CurationRun, FrameDecision
+from crossfid.hashing import dataset_content_hash, subset_content_hash
 from crossfid.ingest.loader import ingest
 from crossfid.ingest.records import Bundle, Frame, Material, ReferenceEntry, Task
 
@@ -458,7 +450,7 @@ def test_material_split_is_whole_deterministic_and_has_nested_subsets(engine, lo
     assert dict(summary) == {p: c.n_frames for p, c in split.parts.items()}
 
 
-def test_structure_group_split_prevents_the_leak_the_audit_finds(engine, loaded):
+def test_structure_group_split_prevents_the_leak_the_audit_finds(engine, loaded, dask_client):
     freeze_dataset(engine, loaded, "demo", ["GGA"])
     with engine.connect() as conn:
         rows = conn.execute(
@@ -491,7 +483,7 @@ def test_structure_group_split_prevents_the_leak_the_audit_finds(engine, loaded)
     thorough = audit_split(engine, by_material.id, representatives="all")
     assert {(p.part, p.material, p.train_material) for p in thorough.pairs} == expected
     assert thorough.n_leaked_frames == leaked_frames and thorough.n_comparisons >= report.n_comparisons
-    parallel = audit_split(engine, by_material.id, representatives="all", workers=2)
+    parallel = audit_split(engine, by_material.id, representatives="all", client=dask_client)
     assert parallel.pairs == thorough.pairs and parallel.n_comparisons == thorough.n_comparisons
     strict = audit_split(engine, by_material.id, ltol=0.001, stol=0.001, angle_tol=0.01)
     assert strict.clean  # the duplicates are close, not identical

@@ -10,8 +10,8 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
 from crossfid.curation.config import CurationConfig
+from crossfid.curation.decisions import DUPLICATE, ENERGY_UNIQUE, STRUCTURE_UNIQUE, FrameView
 from crossfid.curation.dedupe import DedupeStats, FastPredicate, dedupe_fast, dedupe_reference
-from crossfid.curation.rules import DUPLICATE, ENERGY_UNIQUE, STRUCTURE_UNIQUE, FrameView
 
 CONFIG = CurationConfig()
 

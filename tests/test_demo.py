@@ -10,24 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossfid.db.vocabulary import FIDELITY_NAMES
-from crossfid.ingest import demo
-from crossfid.ingest.demo import (
-    CATALOGUE,
+from crossfid.demo import generator as demo
+from crossfid.demo.generator import (
     FLAW_KINDS,
-    MP_HUBBARD_U,
     DemoSettings,
     FlawRates,
-    build_prototype,
     default_corpus_path,
     generate_demo_corpus,
     load_demo_manifest,
-    load_model,
     predict_frame,
-    read_demo_corpus,
     relax_frames,
 )
+from crossfid.ingest.demo import FORMAT_VERSION, read_demo_corpus
 from crossfid.ingest.records import Bundle, Refusal, validate_bundle
+from crossfid.potentials.base import load_potential
+from crossfid.structures.prototypes import CATALOGUE, MP_HUBBARD_U, build_prototype
+from crossfid.vocabulary import FIDELITY_NAMES
 
 #: high flaw rates so that a 4-material corpus contains every kind of flaw
 SETTINGS = DemoSettings(
@@ -89,7 +87,7 @@ def test_catalogue_prototypes_are_small_and_follow_the_u_rule() -> None:
 def test_default_corpus_path(tmp_path: Path) -> None:
     path = default_corpus_path(tmp_path, 24, 0)
     assert path.parent == tmp_path / "demo"
-    assert path.name == f"demo-v{demo.FORMAT_VERSION}-n24-seed0.jsonl.gz"
+    assert path.name == f"demo-v{FORMAT_VERSION}-n24-seed0.jsonl.gz"
     assert default_corpus_path(tmp_path, 24, 1) != path != default_corpus_path(tmp_path, 12, 0)
 
 
@@ -119,7 +117,7 @@ def test_different_seed_gives_a_different_corpus(corpus: demo.DemoManifest, tmp_
 def test_header_and_manifest(corpus: demo.DemoManifest) -> None:
     lines = _lines(corpus.path)
     header = json.loads(lines[0])
-    assert header["kind"] == "header" and header["seed"] == SEED and header["format_version"] == demo.FORMAT_VERSION
+    assert header["kind"] == "header" and header["seed"] == SEED and header["format_version"] == FORMAT_VERSION
     assert header["chgnet_version"] == corpus.chgnet_version
     assert "timestamp" not in lines[0] and "created" not in lines[0]
     assert corpus.n_documents == len(lines) - 1
@@ -276,12 +274,12 @@ def test_stress_sign_and_units_of_relaxation_frames() -> None:
     """A compressed cell wants to expand: negative (compressive) stress in GPa, ASE sign convention."""
     from pymatgen.core import Lattice, Structure
 
-    model = load_model("0.3.0")
+    potential = load_potential("chgnet-0.3.0")
     compressed = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21 * 0.95), ["Mg", "O"], [[0, 0, 0], [0.5] * 3])
-    frames = relax_frames(model, compressed, fmax=0.05, steps=6)
+    frames = relax_frames(potential, compressed, fmax=0.05, steps=6)
     first = np.asarray(frames[0]["stress"])
     assert first.shape == (3, 3) and np.trace(first) < -30  # tens of GPa, not eV/Å³ (would be ~ -0.8)
-    direct = model.predict_structure(compressed, task="efsm")
+    direct = potential.model.predict_structure(compressed, task="efsm")  # chgnet itself
     assert np.allclose(first, direct["s"], atol=1e-3)  # GPa, same as chgnet's prediction
     assert frames[0]["energy"] == pytest.approx(float(direct["e"]) * len(compressed), abs=1e-4)
     volumes = [abs(np.linalg.det(f["lattice"])) for f in frames]
@@ -291,7 +289,7 @@ def test_stress_sign_and_units_of_relaxation_frames() -> None:
     assert frames[-1]["frac_coords"] != frames[-2]["frac_coords"] or frames[-1]["lattice"] != frames[-2]["lattice"]
     stretched = compressed.copy()
     stretched.scale_lattice(compressed.volume * 1.3)
-    assert np.trace(predict_frame(model, stretched)["stress"]) > 0
+    assert np.trace(predict_frame(potential, stretched)["stress"]) > 0
 
 
 def test_stored_energies_are_reproduced_by_the_model(bundles: list[Bundle]) -> None:
@@ -301,7 +299,7 @@ def test_stored_energies_are_reproduced_by_the_model(bundles: list[Bundle]) -> N
         if entry.fidelity in checked:
             continue
         (relax,) = [t for t in bundle.tasks if t.external_id == entry.task_external_id]
-        model = load_model("r2scan" if entry.fidelity == "r2SCAN" else "0.3.0")
+        model = load_potential("chgnet-r2scan" if entry.fidelity == "r2SCAN" else "chgnet-0.3.0").model
         for frame in (relax.frames[0], relax.frames[-1]):
             prediction = model.predict_structure(frame.to_structure(), task="efsm")
             assert float(prediction["e"]) == pytest.approx(frame.energy_per_atom, abs=1e-4)

@@ -11,6 +11,7 @@ import pytest
 
 from crossfid.db.embedded import running_server, stop_server
 from crossfid.db.migrate import head_revision
+from crossfid.runtime.paths import DataDirs
 
 
 def crossfid(home: Path, *args: str, **popen) -> subprocess.Popen:
@@ -33,7 +34,7 @@ def finish(process: subprocess.Popen) -> str:
 
 
 def postmaster_pid(home: Path) -> int:
-    return int((home / "pgdata" / "postmaster.pid").read_text().splitlines()[0])
+    return int((DataDirs(home).pgdata / "postmaster.pid").read_text().splitlines()[0])
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ from test_datasets import _bundle, _trajectory, corpus, curate, load
 from typer.testing import CliRunner
 
 from crossfid.benchmarks.leaderboard import refresh
-from crossfid.curation.dataset_commands import dataset_app
+from crossfid.cli.dataset import app as dataset_app
 from crossfid.curation.datasets import freeze_dataset
-from crossfid.curation.splits import create_split, subset_content_hash
+from crossfid.curation.split_store import create_split
 from crossfid.curation.verify import VerificationError, require_verified_split, verify_dataset
+from crossfid.hashing import subset_content_hash
 from crossfid.ingest.records import Bundle, Frame, Material, ReferenceEntry, Task
 
 

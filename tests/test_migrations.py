@@ -1,9 +1,13 @@
 """Alembic owns the schema: upgrade/downgrade round trip, and models == migrations."""
 
+import re
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
+from crossfid.benchmarks.registry import BOARD_COLUMNS, board_columns, leaderboard_columns
 from crossfid.db import migrate
 from crossfid.db.models import (
     BENCHMARK_TABLES,
@@ -13,7 +17,16 @@ from crossfid.db.models import (
     TRAINING_TABLES,
     Base,
 )
-from crossfid.db.vocabulary import FIDELITY_NAMES
+from crossfid.vocabulary import (
+    COMPRESSIONS,
+    FIDELITIES,
+    FIDELITY_FAMILIES,
+    FIDELITY_NAMES,
+    METHOD_NAMES,
+    RUN_STATUSES,
+    TASK_TYPES,
+    TRAINING_STATUSES,
+)
 
 VIEWS = {
     "v_frames",
@@ -71,7 +84,9 @@ def test_autogenerate_finds_no_difference_after_upgrade(engine):
 def test_fidelity_vocabulary_is_seeded_and_matches_python(engine):
     with engine.connect() as conn:
         names = set(conn.execute(text("SELECT name FROM fidelities")).scalars())
+        rows = set(conn.execute(text("SELECT name, family, hubbard, dispersion, description FROM fidelities")).all())
     assert names == set(FIDELITY_NAMES)
+    assert rows == {tuple(f) for f in FIDELITIES}
     assert {"GGA", "GGA+U", "r2SCAN", "r2SCAN+U", "HSE06", "PBE-D3", "r2SCAN-rVV10", "optB88-vdW"} <= names
 
 
@@ -110,3 +125,79 @@ def test_frozen_data_guards_downgrade_to_0005_and_back(engine):
     assert "crossfid_refuse_frozen_source" not in functions and "crossfid_refuse_frozen_parent" in functions
     migrate.upgrade(engine)
     assert _triggers(engine) == head
+
+
+# --------------------------------------------------------------------------- vocabularies (revision 0007)
+
+#: the live word list of each key of a migration's ``VOCABULARIES``
+LIVE_VOCABULARIES = {
+    "FIDELITY_FAMILIES": FIDELITY_FAMILIES,
+    "TASK_TYPES": TASK_TYPES,
+    "COMPRESSIONS": COMPRESSIONS,
+    "RUN_STATUSES:ingest_runs": RUN_STATUSES,
+    "RUN_STATUSES:curation_runs": RUN_STATUSES,
+    "RUN_STATUSES:benchmark_runs": RUN_STATUSES,
+    "TRAINING_STATUSES": TRAINING_STATUSES,
+    "METHOD_NAMES": METHOD_NAMES,
+}
+
+
+def _frozen_vocabularies() -> dict[str, tuple[str, str, tuple[str, ...]]]:
+    """The newest frozen copy of each vocabulary: from the newest revision whose ``VOCABULARIES`` has its key."""
+    frozen: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+    for script in ScriptDirectory.from_config(migrate.alembic_config()).walk_revisions():  # head first
+        for key, value in getattr(script.module, "VOCABULARIES", {}).items():
+            frozen.setdefault(key, value)
+    return frozen
+
+
+def test_the_newest_frozen_vocabularies_equal_the_python_ones():
+    """A word list changed in crossfid/vocabulary.py without a migration that freezes it fails here."""
+    frozen = _frozen_vocabularies()
+    assert {key: values for key, (_, _, values) in frozen.items()} == LIVE_VOCABULARIES
+
+
+def test_check_constraints_hold_the_vocabularies(engine):
+    with engine.connect() as conn:
+        for table, column, values in _frozen_vocabularies().values():
+            definition = conn.execute(
+                text("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = :n"),
+                {"n": f"ck_{table}_{column}"},
+            ).scalar_one()
+            assert tuple(re.findall(r"'([^']*)'::text", definition)) == values, definition
+    # the ORM writes the same constraints (autogenerate does not compare CHECKs)
+    for table, column, values in _frozen_vocabularies().values():
+        check = next(c for c in Base.metadata.tables[table].constraints if c.name == f"ck_{table}_{column}")
+        assert str(check.sqltext) == f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def test_leaderboard_columns_equal_the_benchmark_registry(engine):
+    """A board column, rank or composite term changed in the registry without a migration fails here."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT position, column_name, benchmark, metric, unit, better, ranked, scale "
+                "FROM leaderboard_columns ORDER BY position"
+            )
+        ).all()
+        view = [c["name"] for c in inspect(conn).get_columns("leaderboard")]
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+    assert [tuple(r[1:]) for r in rows] == leaderboard_columns()
+    metrics = [c.spec.column for c in board_columns()]
+    ranks = [f"rank_{c.spec.column}" for c in board_columns() if c.spec.ranked]
+    expected = [*BOARD_COLUMNS, *metrics, *ranks, "composite_score", "benchmark_data_hashes", "latest_benchmark_run"]
+    assert view == expected
+
+
+def test_revision_0007_rebuilds_revision_0005s_leaderboard_view(engine):
+    def definition() -> str:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT pg_get_viewdef('leaderboard'::regclass, true)")).scalar_one()
+
+    migrate.downgrade(engine, "0006")
+    original = definition()
+    migrate.upgrade(engine, "0007")
+    assert definition() == original
+    migrate.downgrade(engine, "0006")
+    assert definition() == original
+    migrate.upgrade(engine)

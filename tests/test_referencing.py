@@ -19,11 +19,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from crossfid.cli.analyze import app as analyze_app
+from crossfid.cli.atomref import app as atomref_app
 from crossfid.curation.datasets import freeze_dataset
 from crossfid.curation.pipeline import run_curation
-from crossfid.curation.splits import create_split
+from crossfid.curation.split_store import create_split
 from crossfid.plots.pngdata import read_data
-from crossfid.referencing.analyses import (
+from crossfid.referencing.analysis_runs import (
     AnalysisError,
     get_analysis,
     run_correlation,
@@ -32,7 +34,6 @@ from crossfid.referencing.analyses import (
     run_transferability,
 )
 from crossfid.referencing.atomref import fit_atomref
-from crossfid.referencing.commands import analyze_app, atomref_app
 from crossfid.referencing.composition import N_ELEMENTS, SYMBOLS
 from crossfid.referencing.package_atomrefs import package_atomref_values
 from crossfid.referencing.store import (
@@ -48,7 +49,8 @@ SOURCE, TARGET = ["GGA", "GGA+U"], ["r2SCAN"]
 
 @pytest.fixture(scope="module")
 def catalogue_corpus(tmp_path_factory):
-    from crossfid.ingest.demo import CATALOGUE, DemoSettings, FlawRates, generate_demo_corpus
+    from crossfid.demo.generator import DemoSettings, FlawRates, generate_demo_corpus
+    from crossfid.structures.prototypes import CATALOGUE
 
     settings = DemoSettings(
         max_steps=3,

@@ -21,14 +21,13 @@ from sqlalchemy import select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from crossfid.config import Settings
 from crossfid.curation.datasets import freeze_dataset
 from crossfid.curation.pipeline import run_curation
-from crossfid.curation.splits import create_split
+from crossfid.curation.split_store import create_split
 from crossfid.db import migrate
 from crossfid.db.engine import make_engine
 from crossfid.db.models import Frame, Material, SplitMember, SplitSubset
-from crossfid.referencing.package_atomrefs import load_chgnet
+from crossfid.potentials.base import load_potential
 from crossfid.training.data import (
     PARTS,
     LabelledFrame,
@@ -37,7 +36,7 @@ from crossfid.training.data import (
     load_split_frames,
     validate_frames,
 )
-from crossfid.training.graph_cache import GraphCache, cache_root, converter_key
+from crossfid.training.graph_cache import GraphCache, converter_key
 
 FIDELITIES = ["GGA", "GGA+U"]
 SUBSET_SIZES = (2, 5)
@@ -84,7 +83,7 @@ def split_db(server_url, demo_corpus, client):
 def model():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a shared 2-core machine
-    chgnet = load_chgnet(None)
+    chgnet = load_potential("chgnet-0.3.0").model
     chgnet.eval()
     yield chgnet
     torch.set_num_threads(threads)
@@ -411,9 +410,3 @@ def test_a_failed_write_leaves_no_file_and_still_returns_the_graph(model, tmp_pa
     monkeypatch.setattr(torch, "save", real_save)
     cache.graph(_frame(1))
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [f"{_hash(1)}.pt"]
-
-
-def test_cache_root_is_under_crossfid_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CROSSFID_HOME", str(tmp_path / "home"))
-    assert cache_root() == (tmp_path / "home").resolve() / "cache" / "graphs"
-    assert cache_root(Settings(home=Path("/data/x"))) == Path("/data/x/cache/graphs")

@@ -15,7 +15,7 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from crossfid.referencing.package_atomrefs import load_chgnet
+from crossfid.potentials.base import load_potential
 from crossfid.training import loop
 from crossfid.training.hyperparameters import HyperparameterError, Hyperparameters
 from crossfid.training.loop import GRADIENT_LAYERS, TrainingError, TrainState
@@ -43,7 +43,7 @@ SMALL = {"batch_size": 4, "gradient_samples": 2}  # 8 training structures: 2 opt
 
 @pytest.fixture(scope="module")
 def base():
-    return load_chgnet(None)
+    return load_potential("chgnet-0.3.0")
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,8 @@ def items(base):
     """12 (graph, labels) items: rattled small cells labelled by the base model, energies shifted by OFFSET."""
     rng = np.random.default_rng(7)
     structures = [Structure(lat, sp, np.array(fc) + rng.normal(0, 0.01, (len(sp), 3))) for lat, sp, fc in PROTOTYPES]
-    graphs = [base.graph_converter(s) for s in structures]
-    predictions = base.predict_graph(graphs, task="efsm", batch_size=16)
+    graphs = [base.model.graph_converter(s) for s in structures]
+    predictions = base.model.predict_graph(graphs, task="efsm", batch_size=16)
     return [
         (graph, {"e": torch.tensor(float(p["e"]) + OFFSET)} | {k: torch.tensor(p[k]) for k in "fsm"})
         for graph, p in zip(graphs, predictions, strict=True)
@@ -124,7 +124,7 @@ def test_resolve_device(monkeypatch):
 
 
 def test_gradient_layers_are_weight_tensors_of_chgnet(base):
-    parameters = dict(base.named_parameters())
+    parameters = dict(base.model.named_parameters())
     for label, name in GRADIENT_LAYERS.items():
         assert name in parameters, label
         assert name.endswith("weight") and parameters[name].dim() == 2, label

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from crossfid.referencing.package_atomrefs import load_chgnet, package_atomref_values
+from crossfid.potentials.base import load_potential
+from crossfid.referencing.package_atomrefs import package_atomref_values
 from crossfid.training.methods import METHODS, MethodError, set_up_model, trainable_parameter_names
 
 ATOMREF = "composition_model.fc.weight"
@@ -14,7 +15,7 @@ ATOMREF = "composition_model.fc.weight"
 
 @pytest.fixture(scope="module")
 def base():
-    return load_chgnet(None)
+    return load_potential("chgnet-0.3.0")
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,9 @@ def _atomref(model) -> np.ndarray:
 
 
 def test_each_method_sets_its_atomref_and_trainable_parameters(base, target):
-    source = _atomref(base).copy()
-    all_names = [name for name, _ in base.named_parameters()]
-    base_state = {k: v.clone() for k, v in base.state_dict().items()}
+    source = _atomref(base.model).copy()
+    all_names = [name for name, _ in base.model.named_parameters()]
+    base_state = {k: v.clone() for k, v in base.model.state_dict().items()}
     models = {method: set_up_model(method, base, target, seed=0) for method in METHODS}
 
     for method in ("scratch", "tl-refit-atomref"):
@@ -43,13 +44,13 @@ def test_each_method_sets_its_atomref_and_trainable_parameters(base, target):
         assert trainable_parameter_names(models[method]) == [n for n in all_names if n != ATOMREF]
 
     gnn = "atom_embedding.embedding.weight"
-    base_gnn = base.state_dict()[gnn]
+    base_gnn = base.model.state_dict()[gnn]
     for method in ("tl-trainable-atomref", "tl-frozen-atomref", "tl-refit-atomref"):
         assert torch.equal(models[method].state_dict()[gnn], base_gnn)  # transfer starts from the base weights
     assert not torch.equal(models["scratch"].state_dict()[gnn], base_gnn)  # scratch starts from random ones
-    assert sum(p.numel() for p in models["scratch"].parameters()) == sum(p.numel() for p in base.parameters())
+    assert sum(p.numel() for p in models["scratch"].parameters()) == sum(p.numel() for p in base.model.parameters())
 
-    for key, value in base.state_dict().items():  # the base model itself is untouched
+    for key, value in base.model.state_dict().items():  # the base model itself is untouched
         assert torch.equal(value, base_state[key]), key
 
 
@@ -58,9 +59,9 @@ def test_refit_method_changes_predictions_by_exactly_the_atomref_difference(base
 
     structure = Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     refit = set_up_model("tl-refit-atomref", base, target)
-    before = base.predict_structure(structure, task="e")["e"]
+    before = base.model.predict_structure(structure, task="e")["e"]
     after = refit.predict_structure(structure, task="e")["e"]
-    shift = 0.5 * (target[11] - _atomref(base)[11]) + 0.5 * (target[7] - _atomref(base)[7])
+    shift = 0.5 * (target[11] - _atomref(base.model)[11]) + 0.5 * (target[7] - _atomref(base.model)[7])
     assert after - before == pytest.approx(shift, abs=1e-4)
 
 

@@ -14,13 +14,15 @@ from tiny_split import make_tiny_split
 from typer.testing import CliRunner
 
 from crossfid.db.models import ModelRow, TrainingEpoch, TrainingGradient, TrainingRun
+from crossfid.hashing import sha256_file
 from crossfid.plots.pngdata import read_data
+from crossfid.potentials.base import load_potential
 from crossfid.training import runs as runs_module
 from crossfid.training.data import frame_targets, load_split_frames
 from crossfid.training.hyperparameters import Hyperparameters
-from crossfid.training.loop import evaluate
-from crossfid.training.registry import file_sha256, load_registered_model
-from crossfid.training.runs import TrainingError, TrainRequest, resume_run, run_training, start_run, train_split
+from crossfid.training.loop import TrainingError, evaluate
+from crossfid.training.registry import model_spec
+from crossfid.training.runs import TrainRequest, resume_run, run_training, start_run, train_split
 
 HP = Hyperparameters(epochs=1, batch_size=8)
 
@@ -69,10 +71,10 @@ def test_method_4_beats_method_3_and_everything_is_recorded(split_engine):
         assert run3.atomref_id != run4.atomref_id
         assert run3.hyperparameters["epochs"] == 1 and run3.versions["chgnet"]
         best = session.scalars(select(ModelRow).where(ModelRow.name == f"run-{m4.run_id}-best")).one()
-        assert best.sha256 == file_sha256(best.path) and best.run_id == m4.run_id
+        assert best.sha256 == sha256_file(best.path) and best.run_id == m4.run_id
         assert session.scalar(select(func.count()).select_from(ModelRow).where(ModelRow.run_id == m4.run_id)) == 2
         stored = run4.test_metrics
-        model = load_registered_model(best)
+        model = load_potential(model_spec(best)).model
         test = load_split_frames(session, run4.split_id, "test")
     items = [
         (model.graph_converter(f.structure(), graph_id=f.content_hash), frame_targets(f, run4.targets)) for f in test

@@ -7,7 +7,7 @@ def make_tiny_split(engine, database_url, corpus, client, *, subsets=()) -> int:
     """Ingest ``corpus``, curate its r2SCAN frames on Dask, freeze them as ``tiny`` and split 6:2:2; the split id."""
     from crossfid.curation.datasets import freeze_dataset
     from crossfid.curation.pipeline import run_curation
-    from crossfid.curation.splits import create_split
+    from crossfid.curation.split_store import create_split
     from crossfid.ingest.demo import read_demo_corpus
     from crossfid.ingest.loader import ingest
 

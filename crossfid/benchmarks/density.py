@@ -11,7 +11,7 @@ underestimates densities most).
   and a reference each; :func:`load_crystals` reads and validates it;
 * :func:`build_crystal` — the pymatgen Structure of an entry (≤ 12 atoms;
   primitive cells for the cubic close-packed prototypes), built with the
-  prototype builders of :mod:`crossfid.ingest.demo`;
+  prototype builders of :mod:`crossfid.structures.prototypes`;
 * :func:`experimental_density` (g/cm³), :func:`density_ratio_stats`;
 * :func:`density_benchmark` — strain, relax (:func:`crossfid.benchmarks.relax.relax_structure`) and compare.
 """
@@ -24,17 +24,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from crossfid.benchmarks.relax import relax_structure, strained
-from crossfid.ingest.demo import _Proto, build_prototype
+from crossfid.structures.prototypes import Prototype, build_prototype
+
+if TYPE_CHECKING:
+    from crossfid.potentials.base import Potential
 
 #: the bundled table
 CRYSTALS_PATH = Path(__file__).with_name("data") / "crystals.json"
 
-#: prototype → (builder of crossfid.ingest.demo, lattice parameters, Wyckoff parameters, reduce to primitive)
+#: prototype → (builder of crossfid.structures.prototypes, lattice parameters, Wyckoff parameters, reduce to primitive)
 PROTOTYPES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], bool]] = {
     "fcc": ("fcc", ("a",), (), True),
     "bcc": ("bcc", ("a",), (), True),
@@ -62,8 +65,8 @@ def _plain(value: float) -> float | None:
 # ---------------------------------------------------------------------------- the table
 
 
-def _proto(entry: Mapping[str, Any]) -> _Proto:
-    """The demo-catalogue prototype of a table entry (ValueError when malformed)."""
+def _proto(entry: Mapping[str, Any]) -> Prototype:
+    """The prototype of a table entry (ValueError when malformed)."""
     for key in ("id", "formula", "prototype", "species", "lattice", "reference"):
         if key not in entry:
             raise ValueError(f"crystal entry {entry.get('id', '?')!r} has no {key!r}")
@@ -84,7 +87,7 @@ def _proto(entry: Mapping[str, Any]) -> _Proto:
         raise ValueError(f"crystal {entry['id']!r}: missing {name} parameter {exc.args[0]!r}") from None
     if not all(math.isfinite(p) for p in params) or any(float(lattice[k]) <= 0 for k in lattice_keys):
         raise ValueError(f"crystal {entry['id']!r}: parameters must be finite, lattice lengths positive")
-    return _Proto(str(entry["formula"]), kind, tuple(species), tuple(params))
+    return Prototype(str(entry["formula"]), kind, tuple(species), tuple(params))
 
 
 def build_crystal(entry: Mapping[str, Any]):
@@ -92,7 +95,7 @@ def build_crystal(entry: Mapping[str, Any]):
 
     fcc, bcc, diamond, rocksalt, zincblende, (anti)fluorite: primitive cell
     (``get_primitive_structure()``: 1, 1, 2, 2, 2 and 3 atoms); the others as
-    built by :func:`crossfid.ingest.demo.build_prototype` (corundum: 10-atom
+    built by :func:`crossfid.structures.prototypes.build_prototype` (corundum: 10-atom
     rhombohedral cell). Raises ValueError when the entry is malformed or the
     structure's composition does not match ``formula``.
     """
@@ -277,14 +280,14 @@ class DensityBenchmark:
 
 
 def density_benchmark(
-    model: Any,
+    potential: Potential,
     entries: Sequence[Mapping[str, Any]] | None = None,
     *,
     strain: float = -0.10,
     fmax: float = 0.03,
     steps: int = 500,
 ) -> DensityBenchmark:
-    """Strain every lattice vector of each crystal by ``strain``, relax it with ``model`` and compare densities.
+    """Strain every lattice vector of each crystal by ``strain``, relax it with ``potential`` and compare densities.
 
     ``entries``: table entries (default: the whole bundled table, ~3-4 s per
     crystal on 2 CPU threads). Relaxations use :func:`relax_structure`
@@ -297,7 +300,7 @@ def density_benchmark(
     for entry in load_crystals() if entries is None else entries:
         start = build_crystal(entry)
         rho_exp = float(start.density)
-        result = relax_structure(model, strained(start, strain), fmax=fmax, steps=steps)
+        result = relax_structure(potential, strained(start, strain), fmax=fmax, steps=steps)
         rho = float(Structure.from_dict(result.structure).density) if result.ok and result.structure else None
         records.append(
             DensityRecord(

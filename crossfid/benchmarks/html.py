@@ -14,7 +14,6 @@ hidden ``<pre id="errors">``, so that a headless browser's DOM dump shows them.
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 import numbers
 import os
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from html import escape
 from pathlib import Path
+
+from crossfid.hashing import sha256_base64
 
 __all__ = ["ModelDetail", "render_leaderboard_html", "write_leaderboard_html"]
 
@@ -264,8 +265,7 @@ _SORT_JS = """
 
 
 def _csp_hash(source: str) -> str:
-    digest = hashlib.sha256(source.encode("utf-8")).digest()
-    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+    return f"'sha256-{sha256_base64(source.encode('utf-8'))}'"
 
 
 def render_leaderboard_html(

@@ -24,13 +24,17 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from crossfid.benchmarks.store import completed_run, fail_run, finish_run, run_key, start_run
-from crossfid.benchmarks.suite import Context, default_benchmarks
-from crossfid.curation.splits import resolve_split
+from crossfid.benchmarks.registry import BenchmarkError, Context, board_columns, default_benchmarks
+from crossfid.benchmarks.store import completed_run, fail_run, finish_run, start_run
+from crossfid.curation.split_store import resolve_split
 from crossfid.curation.verify import require_verified_split
 from crossfid.db.models import ModelRow, TrainingRun
-from crossfid.signals import stop_on_signals
-from crossfid.training.registry import PACKAGE_MODELS, ensure_package_model
+from crossfid.errors import InputError
+from crossfid.hashing import benchmark_run_key
+from crossfid.potentials.chgnet import SHIPPED_MODELS
+from crossfid.runtime.signals import stop_on_signals
+from crossfid.training.registry import ensure_package_model
+from crossfid.vocabulary import METHOD_LABELS, PRETRAINED
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ class RefreshSummary:
 def leaderboard_models(session: Session) -> list[ModelRow]:
     """The models on the leaderboard: chgnet's shipped base models and the best weights of every run trained on a
     split's whole training part (runs on nested subsets are scaling-law points, not candidates)."""
-    for name in PACKAGE_MODELS:
+    for name in SHIPPED_MODELS:
         ensure_package_model(session, name)
     on_subset = select(TrainingRun.id).where(TrainingRun.subset_size.is_not(None))
     query = (
@@ -76,7 +80,7 @@ def refresh(
     if only:
         unknown = sorted(set(only) - set(suite))
         if unknown:
-            raise ValueError(f"unknown benchmarks {', '.join(unknown)}; known: {', '.join(suite)}")
+            raise BenchmarkError(f"unknown benchmarks {', '.join(unknown)}; known: {', '.join(suite)}")
         suite = {name: suite[name] for name in only}
     summary = RefreshSummary()
     with engine.connect() as lock:
@@ -113,7 +117,7 @@ def _refresh_locked(engine, split, suite, model_names, client, progress, summary
                 continue
         parameters = benchmark.parameters()
         for row in rows:
-            key = run_key(benchmark.name, benchmark.version, row.sha256, prepared.data_hash, parameters)
+            key = benchmark_run_key(benchmark.name, benchmark.version, row.sha256, prepared.data_hash, parameters)
             with Session(engine) as session:
                 done = completed_run(session, key)
             if done is not None:
@@ -144,39 +148,34 @@ def _refresh_locked(engine, split, suite, model_names, client, progress, summary
 # --------------------------------------------------------------------------- reading
 
 
-#: columns of the page, with their units
-PAGE_COLUMNS = (
-    ("model", ""),
-    ("method", ""),
-    ("training_size", "frames"),
-    ("test_energy_mae", "meV/atom"),
-    ("test_force_mae", "meV/Å"),
-    ("test_stress_mae", "GPa"),
-    ("formation_mae", "meV/atom"),
-    ("decomposition_mae", "meV/atom"),
-    ("decomposition_f1", ""),
-    ("density_mae", "g/cm³"),
-    ("density_ratio_mean", ""),
-    ("composite_score", ""),
-)
+#: units shown as no unit in headers
+_DIMENSIONLESS = frozenset({"fraction", "ratio", "count"})
 
-#: columns of ``leaderboard show``: (view column, short header); the legend says what they are
-SHOW_COLUMNS = (
-    ("model", "model"),
-    ("method", "method"),
-    ("test_energy_mae", "E"),
-    ("test_force_mae", "F"),
-    ("formation_mae", "Ef"),
-    ("decomposition_mae", "Ed"),
-    ("decomposition_f1", "F1"),
-    ("density_mae", "ρ"),
-    ("composite_score", "score"),
-)
-SHOW_LEGEND = (
-    "test MAEs: E meV/atom, F meV/Å; Ef formation and Ed decomposition energy MAE meV/atom; F1 of stable/unstable; "
-    "ρ density MAE g/cm³; score: composite (fixed normalisation). Lower is better, except F1. Methods: base "
-    "(shipped), m1 scratch, m2 tl-trainable-atomref, m3 tl-frozen-atomref, m4 tl-refit-atomref."
-)
+
+def page_columns() -> list[tuple[str, str]]:
+    """Columns of the static page: (view column, unit), the metric ones from the benchmark registry."""
+    metrics = [(c.spec.column, "" if c.spec.unit in _DIMENSIONLESS else c.spec.unit) for c in board_columns()]
+    shown = [m for m, c in zip(metrics, board_columns(), strict=True) if c.spec.page]
+    return [("model", ""), ("method", ""), ("training_size", "frames"), *shown, ("composite_score", "")]
+
+
+def show_columns() -> list[tuple[str, str]]:
+    """Columns of ``leaderboard show``: (view column, short header); :func:`show_legend` says what they are."""
+    metrics = [(c.spec.column, c.spec.header) for c in board_columns() if c.spec.header]
+    return [("model", "model"), ("method", "method"), *metrics, ("composite_score", "score")]
+
+
+def show_legend() -> str:
+    """The legend of ``leaderboard show``: each short header with its meaning and unit, and the method labels."""
+    shown = [c.spec for c in board_columns() if c.spec.header]
+    parts = [f"{m.header} {m.legend}" + ("" if m.unit in _DIMENSIONLESS else f" {m.unit}") for m in shown]
+    higher = [m.header for m in shown if m.better == "higher"]
+    labels = ", ".join(f"{label} {name}" for name, label in METHOD_LABELS.items() if name != PRETRAINED)
+    return (
+        f"{'; '.join(parts)}; score: composite (fixed normalisation). Lower is better"
+        + (f", except {', '.join(higher)}" if higher else "")
+        + f". Methods: {METHOD_LABELS[PRETRAINED]} (shipped), {labels}."
+    )
 
 
 def read_leaderboard(engine: Engine) -> tuple[list[str], list[dict[str, Any]]]:
@@ -197,11 +196,11 @@ def parse_interval(value: str) -> dt.timedelta:
     """``"6h"``, ``"30m"``, ``"90s"``, ``"1d"`` → a timedelta."""
     match = _DURATION.match(value)
     if not match:
-        raise ValueError(f"invalid interval {value!r}: use a number and s, m, h or d (e.g. 6h)")
+        raise InputError(f"invalid interval {value!r}: use a number and s, m, h or d (e.g. 6h)")
     amount, unit = float(match[1]), match[2]
     seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
     if seconds <= 0:
-        raise ValueError("the interval must be positive")
+        raise InputError("the interval must be positive")
     return dt.timedelta(seconds=seconds)
 
 

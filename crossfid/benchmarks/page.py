@@ -1,4 +1,4 @@
-"""The static leaderboard page: the view's rows plus, per model, its training curve, parity and density figures."""
+"""The static leaderboard page: the view's rows plus, per model, its training curve and its benchmarks' figures."""
 
 from __future__ import annotations
 
@@ -9,27 +9,14 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from crossfid.benchmarks.leaderboard import PAGE_COLUMNS, read_leaderboard
-from crossfid.db.models import BenchmarkItem, BenchmarkRun, ModelRow
-
-
-def _latest_items(session: Session, model_id: int, benchmark: str) -> list[BenchmarkItem]:
-    run_id = session.scalar(
-        select(BenchmarkRun.id)
-        .where(
-            BenchmarkRun.model_id == model_id, BenchmarkRun.benchmark == benchmark, BenchmarkRun.status == "completed"
-        )
-        .order_by(BenchmarkRun.finished_at.desc(), BenchmarkRun.id.desc())
-        .limit(1)
-    )
-    if run_id is None:
-        return []
-    return list(session.scalars(select(BenchmarkItem).where(BenchmarkItem.run_id == run_id, BenchmarkItem.ok)).all())
+from crossfid.benchmarks.leaderboard import page_columns, read_leaderboard
+from crossfid.benchmarks.registry import composite_terms, registered
+from crossfid.db.models import BenchmarkRun, ModelRow
 
 
 def model_figures(engine: Engine, model: ModelRow, folder: Path) -> dict[str, Path]:
-    """Figures of one model that its stored results allow (missing ones are simply absent)."""
-    from crossfid.plots.benchmarks import plot_density_ratios, plot_energy_parity
+    """Figures of one model that its stored results allow (missing ones are simply absent): its training curve,
+    then each registered benchmark's figures."""
     from crossfid.plots.training import plot_training_curves
     from crossfid.training.history import load_histories
 
@@ -40,21 +27,8 @@ def model_figures(engine: Engine, model: ModelRow, folder: Path) -> dict[str, Pa
             folder / f"{slug}-curve.png", load_histories(engine, [model.run_id])
         )
     with Session(engine) as session:
-        parity = _latest_items(session, model.id, "test-mae")
-        density = _latest_items(session, model.id, "density")
-    pairs = [
-        (i.result["energy_per_atom"], i.result["predicted_energy_per_atom"])
-        for i in parity
-        if "energy_per_atom" in i.result
-    ]
-    if pairs:
-        dft, pred = zip(*pairs, strict=True)
-        figures["test-set energy parity"] = plot_energy_parity(
-            folder / f"{slug}-parity.png", dft, pred, title=model.name
-        )
-    ratios = [i.result["ratio"] for i in density if "ratio" in i.result]
-    if ratios:
-        figures["density ratios"] = plot_density_ratios(folder / f"{slug}-density.png", ratios, title=model.name)
+        for benchmark in registered().values():
+            figures.update(benchmark.figures(session, model, folder))
     return figures
 
 
@@ -62,6 +36,7 @@ def scaling_figure(engine: Engine, folder: Path) -> Path | None:
     """The scaling-law figure of the newest scaling-law benchmark of each method, if there are any."""
     from types import SimpleNamespace
 
+    from crossfid.benchmarks.scaling_runs import NAME
     from crossfid.benchmarks.store import metrics_of
     from crossfid.plots.scaling import plot_scaling_law
 
@@ -69,7 +44,7 @@ def scaling_figure(engine: Engine, folder: Path) -> Path | None:
     with Session(engine) as session:
         runs = session.scalars(
             select(BenchmarkRun)
-            .where(BenchmarkRun.benchmark == "scaling-law", BenchmarkRun.status == "completed")
+            .where(BenchmarkRun.benchmark == NAME, BenchmarkRun.status == "completed")
             .order_by(BenchmarkRun.method, BenchmarkRun.finished_at.desc(), BenchmarkRun.id.desc())
             .distinct(BenchmarkRun.method)
         ).all()
@@ -104,8 +79,8 @@ def build_page(engine: Engine, out: Path) -> Path:
         details["scaling law (all methods)"] = ModelDetail(
             name="scaling law (all methods)", figures={"scaling law": scaling}
         )
-    shown = [name for name, _ in PAGE_COLUMNS]
-    headers = [f"{name} ({unit})" if unit else name for name, unit in PAGE_COLUMNS]
+    shown = [name for name, _ in page_columns()]
+    headers = [f"{name} ({unit})" if unit else name for name, unit in page_columns()]
     table_rows = [dict(zip(headers, (row.get(name) for name in shown), strict=True)) for row in rows]
     return write_leaderboard_html(
         out,
@@ -115,8 +90,8 @@ def build_page(engine: Engine, out: Path) -> Path:
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         details=details,
         notes=[
-            "Lower is better for every error; composite score: mean of energy/30, force/50, formation/50, "
-            "decomposition/50 (meV) and density/0.3 (g/cm³) over the benchmarks a model has.",
+            f"Lower is better for every error; composite score: mean of {composite_terms()} over the benchmarks "
+            "a model has.",
             f"Columns of the view not shown here: {', '.join(c for c in columns if c not in shown)}.",
         ],
     )

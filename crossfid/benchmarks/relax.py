@@ -1,10 +1,10 @@
-"""One structural relaxation with a CHGNet model, never raising for a bad structure.
+"""One structural relaxation with an interatomic potential, never raising for a bad structure.
 
 The study's relaxation protocol (``SCIENCE.md``, "Reported results"): FIRE with
 ASE's ``FrechetCellFilter`` (cell and positions), ``fmax`` 0.03 eV/Å, through
-chgnet's :class:`chgnet.model.dynamics.StructOptimizer`. With the cell filter,
-``fmax`` also bounds the virial per atom, so residual stresses of 0.1-0.4 GPa
-remain at convergence (``CHGNET_NOTES.md``, pitfall 9).
+:meth:`crossfid.potentials.base.Potential.relax`; this module judges the outcome.
+With the cell filter, ``fmax`` also bounds the virial per atom, so residual
+stresses of 0.1-0.4 GPa remain at convergence (``CHGNET_NOTES.md``, pitfall 9).
 
 Outcomes (:class:`RelaxResult`):
 
@@ -21,15 +21,15 @@ Lengths Å, energies eV/atom.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from crossfid.potentials.base import Potential
 
 #: :attr:`RelaxResult.failure` values
 FAILURE_DIVERGED = "diverged"
@@ -150,34 +150,8 @@ def strained(structure: Any, strain: float):
     )
 
 
-class _RecordingFilter:
-    """Builds the cell filter StructOptimizer applies and keeps it, to read its convergence criterion afterwards."""
-
-    def __init__(self) -> None:
-        from ase.filters import FrechetCellFilter
-
-        self._cls = FrechetCellFilter
-        self.instance = None
-
-    def __call__(self, atoms):
-        self.instance = self._cls(atoms)
-        return self.instance
-
-
-def _graph_converter(model: Any):
-    inner = getattr(model, "model", model)  # a CHGNetCalculator holds the CHGNet as .model
-    return getattr(inner, "graph_converter", None)
-
-
-def _device(model: Any) -> str | None:
-    try:
-        return next(model.parameters()).device.type
-    except (AttributeError, StopIteration, TypeError):
-        return None
-
-
 def relax_structure(
-    model: Any,
+    potential: Potential,
     structure: Any,
     *,
     fmax: float = 0.03,
@@ -185,20 +159,14 @@ def relax_structure(
     relax_cell: bool = True,
     max_nn_distance: float = MAX_NN_DISTANCE,
 ) -> RelaxResult:
-    """Relax ``structure`` (a Structure or its ``as_dict()``) with a CHGNet ``model``; never raises for bad input.
+    """Relax ``structure`` (a Structure or its ``as_dict()``) with ``potential``; never raises for bad input.
 
-    chgnet's ``StructOptimizer(model=model, optimizer_class="FIRE")`` and
-    ``relax(fmax=fmax, steps=steps, relax_cell=relax_cell,
-    ase_filter=FrechetCellFilter, verbose=False)``; ``fmax`` eV/Å (with the cell
-    filter it also bounds the virial per atom). ``converged``: ASE's criterion
-    (largest per-row norm of the optimised forces below ``fmax``) evaluated on the
-    very filter the optimiser used. The model's graph converter is set to ignore
-    isolated atoms during the run (so they reach the 6 Å check instead of an
-    exception) and restored afterwards. ``model`` may also be a CHGNetCalculator.
+    :meth:`crossfid.potentials.base.Potential.relax` (FIRE, with ``FrechetCellFilter``
+    when ``relax_cell``; ``fmax`` eV/Å, which with the cell filter also bounds the virial
+    per atom). ``converged``: the optimiser's own criterion on the degrees of freedom it
+    moved. Isolated atoms are allowed during the run, so they reach the
+    ``max_nn_distance`` check instead of an exception.
     """
-    from chgnet.model.dynamics import StructOptimizer
-    from pymatgen.io.ase import AseAtomsAdaptor
-
     try:
         s = _structure(structure)
     except Exception as exc:  # a bad structure is reported, not raised
@@ -208,37 +176,18 @@ def relax_structure(
     if not _is_finite_structure(s):
         return _diverged("non-finite lattice or positions in the input structure")
 
-    converter = _graph_converter(model)
-    previous = getattr(converter, "on_isolated_atoms", None)
-    recorder = _RecordingFilter()
-    atoms = None
     try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            optimizer = StructOptimizer(
-                model=model, optimizer_class="FIRE", use_device=_device(model), on_isolated_atoms="ignore"
-            )
-            if converter is not None:
-                converter.set_isolated_atom_response("ignore")
-            atoms = AseAtomsAdaptor().get_atoms(s)
-            result = optimizer.relax(
-                atoms, fmax=fmax, steps=steps, relax_cell=relax_cell, ase_filter=recorder, verbose=False
-            )
-            trajectory = result["trajectory"]
-            final = result["final_structure"]
-            energy = float(trajectory.energies[-1]) / len(final)
-            n_steps = max(len(trajectory) - 2, 0)  # initial frame + one per step + the repeated final frame
-            optimised = recorder.instance if relax_cell else atoms
-            forces = np.asarray(optimised.get_forces(), dtype=float)
+        relaxation = potential.relax(s, fmax=fmax, steps=steps, relax_cell=relax_cell)
+        final = relaxation.final_structure
+        energy = float(relaxation.energies[-1]) / len(final)
+        n_steps = relaxation.n_steps
+        forces = relaxation.optimised_forces
     except Exception as exc:  # anything inside the optimiser is a divergence
         return _diverged(f"{type(exc).__name__}: {exc}")
-    finally:
-        if converter is not None and previous is not None:
-            converter.set_isolated_atom_response(previous)
 
     if not (math.isfinite(energy) and _is_finite_structure(final) and np.isfinite(forces).all()):
         return _diverged("non-finite energy, forces, cell or positions after relaxation", n_steps)
-    converged = bool(forces.size == 0 or np.linalg.norm(forces, axis=1).max() < fmax)
+    converged = relaxation.converged(fmax)
     nn = nearest_neighbour_distances(final)
     largest = float(nn.max())
     isolated = largest > max_nn_distance

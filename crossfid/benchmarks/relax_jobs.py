@@ -1,40 +1,20 @@
 """Relaxations on Dask: one structure per task, the model loaded once per worker process.
 
-Workers get a :class:`ModelRef` (name, kind, weights path and sha256), not the
-model: a package model is loaded from the chgnet wheel, a trained one from its
-weights file (which must be readable at the same path on every worker: a shared
-data directory). A structure that fails (diverges, or ends with an isolated
-atom) is a failed item, never a failed run.
+Workers get a :class:`~crossfid.potentials.base.ModelSpec` (name, kind, weights path
+and sha256), not the model: :func:`crossfid.potentials.base.load_potential` loads a
+package model from the chgnet wheel and a trained one from its weights file (which
+must be readable at the same path on every worker: a shared data directory). A
+structure that fails (diverges, or ends with an isolated atom) is a failed item,
+never a failed run.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import io
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from crossfid.db.models import ModelRow
-
-#: chgnet warns about its own cell-volume tensor whenever it computes stresses; nothing to act on
-CHGNET_STRESS_WARNING = "Converting a tensor with requires_grad=True to a scalar"
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """Enough to load a registered model anywhere: picklable, small."""
-
-    name: str
-    kind: str
-    path: str
-    sha256: str
-
-    @classmethod
-    def of(cls, row: ModelRow) -> ModelRef:
-        return cls(row.name, row.kind, row.path, row.sha256)
+from crossfid.potentials.base import ModelSpec, load_potential, potential_class
 
 
 @dataclass(frozen=True)
@@ -47,48 +27,29 @@ class RelaxSettings:
     max_nn_distance: float = 6.0  # Å: an atom farther than this from its nearest neighbour is a failed relaxation
 
 
-@functools.lru_cache(maxsize=4)
-def load_model(ref: ModelRef) -> Any:
-    """The model of ``ref``, once per process (checked against its sha256)."""
-    from crossfid.training.registry import PACKAGE_MODELS, RegistryError, file_sha256
-
-    if ref.kind == "package":
-        from crossfid.referencing.package_atomrefs import load_chgnet
-
-        return load_chgnet(PACKAGE_MODELS[ref.name].model_name)
-    from chgnet.model import CHGNet
-
-    if file_sha256(ref.path) != ref.sha256:
-        raise RegistryError(f"model {ref.name}: {ref.path} does not match its registered sha256")
-    with contextlib.redirect_stdout(io.StringIO()):  # CHGNet() prints a banner
-        return CHGNet.from_file(ref.path)
-
-
-def relax_one(ref: ModelRef, item: str, structure: dict, settings: RelaxSettings) -> dict[str, Any]:
+def relax_one(spec: ModelSpec, item: str, structure: dict, settings: RelaxSettings) -> dict[str, Any]:
     """Relax one structure (a ``Structure.as_dict()``); returns the item id with the relaxation result as a dict."""
-    import torch
     from pymatgen.core import Structure
 
     from crossfid.benchmarks.relax import relax_structure
 
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore", message=CHGNET_STRESS_WARNING)
+    potential_class(spec.family).setup_worker()
     try:
         result = relax_structure(
-            load_model(ref),
+            load_potential(spec),
             Structure.from_dict(structure),
             fmax=settings.fmax,
             steps=settings.steps,
             relax_cell=settings.relax_cell,
             max_nn_distance=settings.max_nn_distance,
         ).to_dict()
-    except Exception as exc:  # a structure that cannot even be read or set up
+    except Exception as exc:  # a structure that cannot even be read or set up, or a model that cannot be loaded
         result = {"ok": False, "failure": f"{type(exc).__name__}: {exc}"}
     return {"item": item, **result}
 
 
 def relax_many(
-    ref: ModelRef,
+    spec: ModelSpec,
     structures: Sequence[tuple[str, dict]],
     settings: RelaxSettings,
     *,
@@ -102,13 +63,13 @@ def relax_many(
         progress(0, total)
     if client is None:
         for item, structure in structures:
-            results[item] = relax_one(ref, item, structure, settings)
+            results[item] = relax_one(spec, item, structure, settings)
             if progress:
                 progress(len(results), total)
         return results
     from dask.distributed import as_completed
 
-    futures = [client.submit(relax_one, ref, item, structure, settings, pure=False) for item, structure in structures]
+    futures = [client.submit(relax_one, spec, item, structure, settings, pure=False) for item, structure in structures]
     for future in as_completed(futures):
         try:
             out = future.result()

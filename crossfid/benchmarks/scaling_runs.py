@@ -18,9 +18,11 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from crossfid.benchmarks.store import Metric, content_hash, finish_run, run_key, start_run
-from crossfid.curation.splits import resolve_split
+from crossfid.benchmarks.store import Metric, finish_run, start_run
+from crossfid.curation.split_store import resolve_split
 from crossfid.db.models import SplitSubset, TrainingEpoch, TrainingRun
+from crossfid.errors import InputError
+from crossfid.hashing import benchmark_run_key, json_digest
 from crossfid.training.hyperparameters import Hyperparameters
 from crossfid.training.runs import TrainRequest, train_split
 
@@ -84,7 +86,7 @@ def scaling_points(
         available = set(session.scalars(select(SplitSubset.size).where(SplitSubset.split_id == split_id)))
         missing = sorted(set(sizes) - available)
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"split {split_id} has no nested training subsets of sizes {missing}; it has {sorted(available)} "
                 "(subsets are made with `crossfid dataset split --subsets`)"
             )
@@ -133,9 +135,9 @@ def fit_and_store(engine: Engine, split: str | int, points: list[ScalingPoint], 
                 crossings[(a, b, quantity)] = None if fa is None or fb is None else crossover(fa, fb)
     for method in methods:
         data = {"split_id": split_id, "points": [p.__dict__ for p in points if p.method == method]}
-        data_hash = content_hash({"split": split_hash, "points": data["points"]})
+        data_hash = json_digest({"split": split_hash, "points": data["points"]})
         parameters = {"min_size": min_size}
-        key = run_key(NAME, VERSION, method, data_hash, parameters)
+        key = benchmark_run_key(NAME, VERSION, method, data_hash, parameters)
         run_id = start_run(
             engine,
             benchmark=NAME,

@@ -1,7 +1,7 @@
 """Benchmark runs in the database: keys, start, per-item results, metrics, completion.
 
-A run's ``key`` is the SHA-256 of what it computes: benchmark name and version,
-the model's weights hash (or the method, for scaling laws), the benchmark data's
+A run's ``key`` (:func:`crossfid.hashing.benchmark_run_key`) is the SHA-256 of what it
+computes: benchmark name and version, the model's weights hash (or the method, for scaling laws), the benchmark data's
 hash and the parameters. A completed run with the current key is the fresh
 result for its cell; a partial unique index allows at most one.
 """
@@ -9,8 +9,6 @@ result for its cell; a partial unique index allows at most one.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,18 +39,6 @@ class ItemResult:
     ok: bool
     failure: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
-
-
-def content_hash(payload: Any) -> str:
-    """SHA-256 of a JSON-serialisable payload (sorted keys, compact)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
-
-
-def run_key(benchmark: str, version: int, subject: str, data_hash: str, parameters: dict[str, Any]) -> str:
-    """What a benchmark run computes, as one hash (``subject``: the model's sha256, or a method name)."""
-    return content_hash(
-        {"benchmark": benchmark, "version": version, "subject": subject, "data": data_hash, "parameters": parameters}
-    )
 
 
 def completed_run(session: Session, key: str) -> BenchmarkRun | None:
@@ -142,3 +128,31 @@ def fail_run(engine: Engine, run_id: int, error: str) -> None:
 def metrics_of(session: Session, run_id: int) -> dict[str, BenchmarkMetric]:
     rows = session.scalars(select(BenchmarkMetric).where(BenchmarkMetric.run_id == run_id)).all()
     return {row.name: row for row in rows}
+
+
+def latest_items(session: Session, model_id: int, benchmark: str) -> list[BenchmarkItem]:
+    """The successful items of a model's newest completed run of ``benchmark`` (none without one)."""
+    run_id = session.scalar(
+        select(BenchmarkRun.id)
+        .where(
+            BenchmarkRun.model_id == model_id, BenchmarkRun.benchmark == benchmark, BenchmarkRun.status == "completed"
+        )
+        .order_by(BenchmarkRun.finished_at.desc(), BenchmarkRun.id.desc())
+        .limit(1)
+    )
+    if run_id is None:
+        return []
+    return list(session.scalars(select(BenchmarkItem).where(BenchmarkItem.run_id == run_id, BenchmarkItem.ok)).all())
+
+
+def newest_frozen_split(engine: Engine) -> int:
+    """The id of the newest frozen split: what benchmarks run on unless told otherwise."""
+    from sqlalchemy import text
+
+    from crossfid.errors import NotFoundError
+
+    with engine.connect() as conn:
+        split_id = conn.execute(text("SELECT max(id) FROM splits WHERE frozen")).scalar_one()
+    if split_id is None:
+        raise NotFoundError("there is no frozen split to benchmark on: create one with `crossfid dataset split`")
+    return split_id

@@ -1,59 +1,30 @@
-"""The benchmarks: what data each reads (and its hash), and how it turns a model into metrics.
+"""The study's benchmarks: what data each reads (and its hash), how it turns a model into metrics, its figures.
 
-Each benchmark has a ``name`` and a ``version`` (bumped when its definition
-changes, which makes every stored result of it stale), ``prepare`` (read the
-benchmark data of a split, hash it) and ``run`` (model → metrics and items).
+Each is a :class:`crossfid.benchmarks.registry.Benchmark` registered in
+:data:`crossfid.benchmarks.registry.REGISTERED`: a ``name`` and a ``version``
+(bumped when its definition changes, which makes every stored result of it
+stale), its ``metrics`` (units, directions, leaderboard columns), ``prepare``
+(read the benchmark data of a split, hash it) and ``run`` (model → metrics and items).
 Relaxation-heavy benchmarks relax on Dask through :mod:`crossfid.benchmarks.relax_jobs`,
 sharing relaxations of the same structure with the same model within one refresh.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from crossfid.benchmarks.relax_jobs import ModelRef, RelaxSettings, relax_many
-from crossfid.benchmarks.store import ItemResult, Metric, content_hash
+from crossfid.benchmarks.registry import Benchmark, BenchmarkError, Context, MetricSpec, Options, Prepared
+from crossfid.benchmarks.relax_jobs import RelaxSettings
+from crossfid.benchmarks.store import ItemResult, Metric, latest_items
 from crossfid.db.models import Dataset, ModelRow, Split
-
-
-class BenchmarkError(ValueError):
-    """Benchmark data that cannot be prepared (e.g. a split without a test part)."""
-
-
-@dataclass
-class Context:
-    """What a benchmark run may use: the engine, a Dask client, progress, and the refresh's relaxation cache."""
-
-    engine: Any
-    client: Any | None = None
-    progress: Callable[[str, int, int], None] | None = None
-    relaxations: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
-
-    def relax(self, model: ModelRow, label: str, structures: list[tuple[str, dict]], settings: RelaxSettings):
-        """Relax structures with a model, reusing this refresh's earlier relaxations of the same items."""
-        settings_key = content_hash(settings.__dict__)
-        todo = [(i, s) for i, s in structures if (model.sha256, settings_key, i) not in self.relaxations]
-        if todo:
-            progress = None if self.progress is None else (lambda done, total: self.progress(label, done, total))
-            done = relax_many(ModelRef.of(model), todo, settings, client=self.client, progress=progress)
-            for item, result in done.items():
-                self.relaxations[(model.sha256, settings_key, item)] = result
-        return {i: self.relaxations[(model.sha256, settings_key, i)] for i, _ in structures}
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Benchmark data of one split: its hash, a description, and what ``run`` needs."""
-
-    data_hash: str
-    data: dict[str, Any]
-    payload: Any = None
+from crossfid.hashing import json_digest
 
 
 def _split(session: Session, split_id: int) -> tuple[Split, Dataset]:
@@ -64,15 +35,37 @@ def _split(session: Session, split_id: int) -> tuple[Split, Dataset]:
 # --------------------------------------------------------------------------- test-mae
 
 
-class TestSetMae:
-    """Energy, force, stress and magmom MAEs on the split's test frames, and energy MAE per element."""
+class TestSetMae(Benchmark):
+    """Energy, force, stress and magmom MAEs on the split's test frames, and energy MAE per element
+    (``energy_mae:<element>``, meV/atom, not on the board)."""
 
     __test__ = False  # not a pytest test class
     name = "test-mae"
     version = 1
-
-    def parameters(self) -> dict[str, Any]:
-        return {}
+    metrics = (
+        MetricSpec(
+            "energy_mae",
+            "meV/atom",
+            column="test_energy_mae",
+            ranked=True,
+            scale=30.0,
+            header="E",
+            legend="test energy MAE",
+            page=True,
+        ),
+        MetricSpec(
+            "force_mae",
+            "meV/Å",
+            column="test_force_mae",
+            ranked=True,
+            scale=50.0,
+            header="F",
+            legend="test force MAE",
+            page=True,
+        ),
+        MetricSpec("stress_mae", "GPa", column="test_stress_mae", page=True),
+        MetricSpec("magmom_mae", "μB", column="test_magmom_mae"),
+    )
 
     def prepare(self, session: Session, split_id: int) -> Prepared:
         from crossfid.training.data import load_split_frames
@@ -82,16 +75,49 @@ class TestSetMae:
         if not frames:
             raise BenchmarkError(f"split {split_id} has no test frames")
         data = {"split_id": split_id, "dataset": f"{dataset.name}:{dataset.version}", "part": "test", "n": len(frames)}
-        return Prepared(content_hash({"split": split.content_hash, "part": "test"}), data, frames)
+        return Prepared(json_digest({"split": split.content_hash, "part": "test"}), data, frames)
 
     def run(self, ctx: Context, model: ModelRow, prepared: Prepared) -> tuple[list[Metric], list[ItemResult]]:
-        from crossfid.benchmarks.testset_mae import predict, testset_metrics
-        from crossfid.training.graph_cache import GraphCache, cache_root
-        from crossfid.training.registry import load_registered_model
+        from crossfid.benchmarks.testset_mae import testset_metrics
 
-        net = load_registered_model(model)
-        graphs = GraphCache(cache_root(), net.graph_converter).graphs(prepared.payload)
-        return testset_metrics(prepared.payload, predict(net, graphs))
+        return testset_metrics(prepared.payload, self.predictions(ctx, model, prepared))
+
+    @staticmethod
+    def predictions(ctx: Context, model: ModelRow, prepared: Prepared) -> list[dict[str, Any]]:
+        """The model's predictions of the test frames (e eV/atom, f eV/Å, s GPa, m μB), computed once per refresh
+        and shared by every benchmark on the same frames."""
+        key = ("test-set predictions", model.sha256, prepared.data_hash)
+        if key not in ctx.memo:
+            from crossfid.potentials.base import load_potential
+            from crossfid.runtime.paths import DataDirs
+            from crossfid.training.graph_cache import GraphCache
+            from crossfid.training.registry import model_spec
+
+            potential = load_potential(model_spec(model))
+            converter = potential.model.graph_converter
+            graphs = GraphCache(DataDirs.from_settings().graph_cache, converter).graphs(prepared.payload)
+            ctx.memo[key] = potential.predict_graphs(graphs)
+        return ctx.memo[key]
+
+    @classmethod
+    def figures(cls, session: Session, model: ModelRow, folder: Path) -> dict[str, Path]:
+        from crossfid.plots.benchmarks import plot_energy_parity
+
+        items = latest_items(session, model.id, cls.name)
+        pairs = [
+            (i.result["energy_per_atom"], i.result["predicted_energy_per_atom"])
+            for i in items
+            if "energy_per_atom" in i.result
+        ]
+        if not pairs:
+            return {}
+        dft, pred = zip(*pairs, strict=True)
+        path = plot_energy_parity(folder / f"{_slug(model)}-parity.png", dft, pred, title=model.name)
+        return {"test-set energy parity": path}
+
+
+def _slug(model: ModelRow) -> str:
+    return model.name.replace("/", "_")
 
 
 # --------------------------------------------------------------------------- shared by the thermodynamic benchmarks
@@ -128,7 +154,7 @@ def load_entries(session: Session, split_id: int, parts: list[str]) -> list[Entr
 
 
 def entries_hash(entries: list[Entry]) -> str:
-    return content_hash([[e.material, repr(e.energy_per_atom), content_hash(e.structure)] for e in entries])
+    return json_digest([[e.material, repr(e.energy_per_atom), json_digest(e.structure)] for e in entries])
 
 
 def relaxed_energies(ctx: Context, model: ModelRow, entries: list[Entry], settings: RelaxSettings, label: str):
@@ -147,11 +173,15 @@ def relaxed_energies(ctx: Context, model: ModelRow, entries: list[Entry], settin
 # --------------------------------------------------------------------------- formation energy
 
 
-class _Relaxing:
+class _Relaxing(Benchmark):
     """A benchmark that relaxes structures: its relaxation settings are its parameters."""
 
     def __init__(self, settings: RelaxSettings | None = None) -> None:
         self.settings = settings or RelaxSettings()
+
+    @classmethod
+    def from_options(cls, options: Options) -> Benchmark:
+        return cls(options.relax)
 
     def parameters(self) -> dict[str, Any]:
         return {"relax": self.settings.__dict__}
@@ -162,6 +192,19 @@ class FormationEnergy(_Relaxing):
 
     name = "formation-energy"
     version = 1
+    metrics = (
+        MetricSpec(
+            "formation_mae",
+            "meV/atom",
+            column="formation_mae",
+            ranked=True,
+            scale=50.0,
+            header="Ef",
+            legend="formation energy MAE",
+            page=True,
+        ),
+        MetricSpec("failed_relaxations", "count"),
+    )
 
     def prepare(self, session: Session, split_id: int) -> Prepared:
         entries = load_entries(session, split_id, ["test"])
@@ -171,16 +214,18 @@ class FormationEnergy(_Relaxing):
         return Prepared(entries_hash(entries), data, (entries, test))
 
     def run(self, ctx: Context, model: ModelRow, prepared: Prepared) -> tuple[list[Metric], list[ItemResult]]:
-        from crossfid.benchmarks.thermo import formation_energy_mae
+        from crossfid.benchmarks.thermo import elemental_minima, formation_energies_by_id, formation_energy_mae
 
         entries, test = prepared.payload
-        energies, failures, results = relaxed_energies(ctx, model, entries, self.settings, f"{self.name} {model.name}")
-        elemental = [e for e in entries if len(e.elements) == 1]
-        mu_dft = _elemental_minimum(elemental, {e.material: e.energy_per_atom for e in entries})
-        mu_model = _elemental_minimum(elemental, energies)
+        energies, failures, _ = relaxed_energies(ctx, model, entries, self.settings, f"{self.name} {model.name}")
+        formula = {e.material: e.formula for e in entries}
+        dft_side = [(m, formula[m], e) for m, e in {e.material: e.energy_per_atom for e in entries}.items()]
+        model_side = [(m, formula[m], energies.get(m, math.nan)) for m, _, _ in dft_side]
+        referenced = set(elemental_minima(dft_side)) & set(elemental_minima(model_side))
+        dft_by_id, model_by_id = formation_energies_by_id(dft_side), formation_energies_by_id(model_side)
         items, model_ef, dft_ef = [], [], []
         for entry in (e for e in entries if e.material in test):
-            missing = [el for el in entry.elements if el not in mu_dft or el not in mu_model]
+            missing = [el for el in entry.elements if el not in referenced]
             if entry.material in failures:
                 items.append(ItemResult(entry.material, False, failures[entry.material]))
                 continue
@@ -189,9 +234,7 @@ class FormationEnergy(_Relaxing):
                     ItemResult(entry.material, False, f"no relaxed elemental reference for {' '.join(missing)}")
                 )
                 continue
-            fractions = _fractions(entry.formula)
-            dft = entry.energy_per_atom - sum(x * mu_dft[el] for el, x in fractions.items())
-            mod = energies[entry.material] - sum(x * mu_model[el] for el, x in fractions.items())
+            dft, mod = dft_by_id[entry.material], model_by_id[entry.material]
             model_ef.append(mod)
             dft_ef.append(dft)
             items.append(ItemResult(entry.material, True, result={"model": mod, "dft": dft, "unit": "eV/atom"}))
@@ -209,23 +252,6 @@ _TEST_MATERIALS = text(
 )
 
 
-def _fractions(formula: str) -> dict[str, float]:
-    from pymatgen.core import Composition
-
-    composition = Composition(formula)
-    return {el.symbol: composition.get_atomic_fraction(el) for el in composition.elements}
-
-
-def _elemental_minimum(elemental: list[Entry], energies: dict[str, float]) -> dict[str, float]:
-    """Lowest energy per atom of each element among its elemental entries that have an energy."""
-    mu: dict[str, float] = {}
-    for entry in elemental:
-        if entry.material in energies:
-            el = entry.elements[0]
-            mu[el] = min(mu.get(el, np.inf), energies[entry.material])
-    return mu
-
-
 # --------------------------------------------------------------------------- decomposition energy
 
 
@@ -234,6 +260,30 @@ class DecompositionEnergy(_Relaxing):
 
     name = "decomposition-energy"
     version = 1
+    metrics = (
+        MetricSpec(
+            "decomposition_mae",
+            "meV/atom",
+            column="decomposition_mae",
+            ranked=True,
+            scale=50.0,
+            header="Ed",
+            legend="decomposition energy MAE",
+            page=True,
+        ),
+        MetricSpec("precision", "fraction", "higher"),
+        MetricSpec("recall", "fraction", "higher"),
+        MetricSpec(
+            "f1",
+            "fraction",
+            "higher",
+            column="decomposition_f1",
+            header="F1",
+            legend="of the stable/unstable classification",
+            page=True,
+        ),
+        MetricSpec("failed_relaxations", "count", column="failed_relaxations"),
+    )
 
     def prepare(self, session: Session, split_id: int) -> Prepared:
         entries = load_entries(session, split_id, ["train", "val", "test"])
@@ -281,13 +331,43 @@ class Density(_Relaxing):
 
     name = "density"
     version = 1
+    metrics = (
+        MetricSpec(
+            "density_mae",
+            "g/cm³",
+            column="density_mae",
+            ranked=True,
+            scale=0.3,
+            header="ρ",
+            legend="density MAE",
+            page=True,
+        ),
+        MetricSpec("ratio_mean", "ratio", None, column="density_ratio_mean", page=True),
+        MetricSpec("ratio_median", "ratio", None),
+        MetricSpec("ratio_std", "ratio", None),
+        MetricSpec("fraction_less_dense", "fraction", None, column="density_less_dense_fraction"),
+        MetricSpec("failed_relaxations", "count"),
+    )
 
     def __init__(self, settings: RelaxSettings | None = None, crystals: list[str] | None = None) -> None:
         super().__init__(settings)
         self.crystals = crystals
 
+    @classmethod
+    def from_options(cls, options: Options) -> Benchmark:
+        return cls(options.relax, options.crystals)
+
     def parameters(self) -> dict[str, Any]:
         return {**super().parameters(), "crystals": self.crystals}
+
+    @classmethod
+    def figures(cls, session: Session, model: ModelRow, folder: Path) -> dict[str, Path]:
+        from crossfid.plots.benchmarks import plot_density_ratios
+
+        ratios = [i.result["ratio"] for i in latest_items(session, model.id, cls.name) if "ratio" in i.result]
+        if not ratios:
+            return {}
+        return {"density ratios": plot_density_ratios(folder / f"{_slug(model)}-density.png", ratios, title=model.name)}
 
     def prepare(self, session: Session, split_id: int) -> Prepared:
         from crossfid.benchmarks.density import load_crystals
@@ -298,7 +378,7 @@ class Density(_Relaxing):
             if unknown:
                 raise BenchmarkError(f"unknown crystals {', '.join(unknown)}")
             table = [c for c in table if c["id"] in set(self.crystals)]
-        return Prepared(content_hash(table), {"crystals": len(table), "source": "crossfid/benchmarks/data"}, table)
+        return Prepared(json_digest(table), {"crystals": len(table), "source": "crossfid/benchmarks/data"}, table)
 
     def run(self, ctx: Context, model: ModelRow, prepared: Prepared) -> tuple[list[Metric], list[ItemResult]]:
         from pymatgen.core import Structure
@@ -338,16 +418,3 @@ class Density(_Relaxing):
             Metric("failed_relaxations", float(failed), "count", len(table)),
         ]
         return metrics, items
-
-
-def default_benchmarks(relax: RelaxSettings | None = None, crystals: list[str] | None = None) -> dict[str, Any]:
-    """The leaderboard's benchmarks, by name."""
-    return {
-        b.name: b
-        for b in (
-            TestSetMae(),
-            FormationEnergy(relax),
-            DecompositionEnergy(relax),
-            Density(relax, crystals),
-        )
-    }

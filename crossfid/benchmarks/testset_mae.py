@@ -1,33 +1,24 @@
 """The test-mae benchmark: a model's errors on a split's test frames, overall and per element.
 
-Energies meV/atom, forces meV/Å (over force components), stresses GPa (over the
-9 tensor components), magmoms μB (|m|, as chgnet predicts them). Frames without
-a label for a quantity do not count for it. Per-element energy MAE: the mean
-|error| of the frames that contain the element.
+MAEs as :mod:`crossfid.training.metrics` defines them (the same as training and validation):
+energies meV/atom, forces meV/Å (over force components), stresses GPa (over the 9 tensor
+components), magmoms μB (|m|, as chgnet predicts them). Frames without a label for a quantity
+do not count for it. Per-element energy MAE: the mean |error| of the frames that contain the element.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from crossfid.benchmarks.store import ItemResult, Metric
 from crossfid.referencing.composition import SYMBOLS
 from crossfid.training.data import LabelledFrame
+from crossfid.training.metrics import QUANTITIES, reported_mae
 
 VERSION = 1
-
-
-def predict(model: Any, graphs: Sequence[Any], batch_size: int = 16) -> list[dict[str, np.ndarray]]:
-    """chgnet's own ``predict_graph`` (task efsm) for each graph: e eV/atom, f eV/Å, s GPa, m μB."""
-    if not graphs:
-        return []
-    out = model.predict_graph(list(graphs), task="efsm", batch_size=batch_size)
-    out = [out] if isinstance(out, dict) else out
-    return [{k: np.asarray(v, dtype=float) for k, v in p.items() if k in "efsm"} for p in out]
 
 
 def _abs_errors(label: np.ndarray | None, pred: np.ndarray) -> np.ndarray:
@@ -65,25 +56,18 @@ def testset_metrics(
                     "energy_per_atom": float(frame.energy_per_atom),
                     "energy_error": None if e_err is None else 1000 * e_err,
                     "predicted_energy_per_atom": float(pred["e"]),
-                    "force_mae": float(1000 * f_err.mean()) if f_err.size else None,
+                    "force_mae": reported_mae("f", f_err.sum(), f_err.size),
                 },
             )
         )
 
-    def mae(key: str, scale: float) -> tuple[float | None, int]:
-        values = np.concatenate(errors[key]) if errors[key] else np.zeros(0)
-        return (float(scale * values.mean()) if values.size else None), int(values.size)
-
     metrics = []
-    for key, name, unit, scale in (
-        ("e", "energy_mae", "meV/atom", 1000.0),
-        ("f", "force_mae", "meV/Å", 1000.0),
-        ("s", "stress_mae", "GPa", 1.0),
-        ("m", "magmom_mae", "μB", 1.0),
-    ):
-        value, n = mae(key, scale)
-        metrics.append(Metric(name, value, unit, n))
+    for key, quantity in QUANTITIES.items():
+        values = np.concatenate(errors[key]) if errors[key] else np.zeros(0)
+        metrics.append(Metric(quantity.name, reported_mae(key, values.sum(), values.size), quantity.unit, values.size))
+    energy = QUANTITIES["e"]
     for symbol in sorted(per_element, key=SYMBOLS.index):
         values = per_element[symbol]
-        metrics.append(Metric(f"energy_mae:{symbol}", float(1000 * np.mean(values)), "meV/atom", len(values)))
+        value = reported_mae("e", np.sum(values), len(values))
+        metrics.append(Metric(f"{energy.name}:{symbol}", value, energy.unit, len(values)))
     return metrics, items

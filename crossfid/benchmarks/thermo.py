@@ -7,8 +7,9 @@ model-relaxed energies with r2SCAN DFT hulls (decomposition-energy MAE, method 4
 * :func:`formation_energies_by_id` — ``E_f = E − Σ x_el μ_el`` (eV/atom) with
   μ the lowest elemental energy per atom in the same data (each fidelity or model
   uses its own elemental references), via
-  :func:`crossfid.referencing.analysis.elemental_references` and
-  :func:`~crossfid.referencing.analysis.formation_energies`;
+  :func:`crossfid.referencing.cross_fidelity.elemental_references` and
+  :func:`~crossfid.referencing.cross_fidelity.formation_energies`;
+* :func:`elemental_minima` — those μ by element symbol (which elements have a reference);
 * :func:`formation_energy_mae` — MAE (meV/atom) over the materials both sides know;
 * :func:`decomposition_energies` — pymatgen ``PhaseDiagram`` per chemical system;
 * :func:`decomposition_metrics` — MAE and precision/recall/F1 of the "stable" class.
@@ -27,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from crossfid.referencing.analysis import elemental_references, formation_energies
-from crossfid.referencing.composition import fractions_from_formula
+from crossfid.referencing.composition import SYMBOLS, fractions_from_formula
+from crossfid.referencing.cross_fidelity import elemental_references, formation_energies
 
 Entry = tuple[str, str, float]
 
@@ -60,6 +61,12 @@ def _checked_entries(entries: Iterable[Entry]) -> list[tuple[str, str, float]]:
 # ---------------------------------------------------------------------------- formation energies
 
 
+def _compositions(checked: list[tuple[str, str, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Composition fractions (n, 94) and energies per atom (n,) of checked entries."""
+    composition = np.vstack([fractions_from_formula(formula) for _, formula, _ in checked])
+    return composition, np.array([e for _, _, e in checked], dtype=float)
+
+
 def formation_energies_by_id(entries: Iterable[Entry]) -> dict[str, float]:
     """Formation energy per atom (eV/atom) of every entry, keyed by id.
 
@@ -70,10 +77,22 @@ def formation_energies_by_id(entries: Iterable[Entry]) -> dict[str, float]:
     checked = _checked_entries(entries)
     if not checked:
         return {}
-    composition = np.vstack([fractions_from_formula(formula) for _, formula, _ in checked])
-    energy = np.array([e for _, _, e in checked], dtype=float)
+    composition, energy = _compositions(checked)
     e_f = formation_energies(composition, energy, elemental_references(composition, energy))
     return {material_id: float(value) for (material_id, _, _), value in zip(checked, e_f, strict=True)}
+
+
+def elemental_minima(entries: Iterable[Entry]) -> dict[str, float]:
+    """The elemental references μ (eV/atom) of :func:`formation_energies_by_id`, by element symbol.
+
+    Only elements with a finite single-element entry appear: a material with an element
+    missing here has no formation energy.
+    """
+    checked = _checked_entries(entries)
+    if not checked:
+        return {}
+    mu = elemental_references(*_compositions(checked))
+    return {SYMBOLS[j]: float(mu[j]) for j in np.flatnonzero(np.isfinite(mu))}
 
 
 def _paired(model: Any, dft: Any) -> tuple[np.ndarray, np.ndarray, int]:

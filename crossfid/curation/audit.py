@@ -23,9 +23,8 @@ How it stays fast
    supercells), with ``fit(..., skip_structure_reduction=True)``.
 4. For each validation/test representative and each training material, training
    representatives are tried until the first match.
-5. With ``workers > 1`` (``None``: all cores once :data:`PARALLEL_MIN_COMPARISONS`
-   comparisons may be needed) the comparisons run in spawned processes; the result
-   is the same. Spawning needs the usual ``if __name__ == "__main__":`` guard in scripts.
+5. Given a Dask client (:func:`crossfid.runtime.dask.dask_client`), the comparisons run
+   on its workers in chunks; without one, in this process. The result is the same.
 
 Results: every matching pair (validation/test frame and material, training frame
 and material, part, reduced formula), and per part the frames and materials
@@ -35,32 +34,25 @@ affected. A representative stands for the frames of its task in that part, so
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Engine
 
-from crossfid.curation.splits import (
-    MatcherSettings,
-    composition_key,
-    reduce_structure,
-    resolve_split,
-    split_info,
-    structure_from_arrays,
-)
+from crossfid.curation.split_store import resolve_split, split_info
+from crossfid.curation.splits import MatcherSettings, composition_key, reduce_structure, structure_from_arrays
+from crossfid.errors import InputError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["REPRESENTATIVES", "AuditFrame", "AuditReport", "LeakPair", "PartLeakage", "audit_split", "find_leaks"]
 
 REPRESENTATIVES = ("final", "all")
-#: with ``workers=None``, comparisons run in parallel processes from this many planned comparisons on
-PARALLEL_MIN_COMPARISONS = 400
 EVAL_PARTS = ("val", "test")
 
 #: (lattice 9 floats Å, atomic numbers, fractional coordinates 3n) of a frame
@@ -158,16 +150,10 @@ class _Comparer:
         return eval_index, matches, n
 
 
-_WORKER: _Comparer | None = None
-
-
-def _init_worker(reduced: Sequence[Any], settings: MatcherSettings) -> None:
-    global _WORKER
-    _WORKER = _Comparer(reduced, settings)
-
-
-def _compare_in_worker(item):
-    return _WORKER(item)
+def _compare_chunk(items: Sequence, reduced: Sequence[Any], settings: MatcherSettings) -> list:
+    """Results of :class:`_Comparer` for a chunk of work items (runs on a Dask worker)."""
+    compare = _Comparer(reduced, settings)
+    return [compare(item) for item in items]
 
 
 def _fingerprint(arrays: Arrays) -> tuple:
@@ -182,18 +168,17 @@ def find_leaks(
     *,
     settings: MatcherSettings,
     representatives: str = "final",
-    workers: int | None = 1,
+    client: Client | None = None,
 ) -> tuple[list[LeakPair], set[int], int, int]:
     """The matching pairs among ``frames`` (see the module doc).
 
-    ``load(frame_ids)`` returns the arrays of the given frames. ``workers``: processes
-    comparing structures (None: all cores when at least :data:`PARALLEL_MIN_COMPARISONS`
-    comparisons may be needed, else 1); the result does not depend on it. Returns (pairs sorted by
+    ``load(frame_ids)`` returns the arrays of the given frames. ``client``: Dask client whose
+    workers compare the structures (None: this process); the result does not depend on it. Returns (pairs sorted by
     part, material, frame hash, training material; ids of leaked validation/test frames;
     number of representatives; number of ``StructureMatcher`` comparisons).
     """
     if representatives not in REPRESENTATIVES:
-        raise ValueError(f"representatives must be one of {REPRESENTATIVES}, not {representatives!r}")
+        raise InputError(f"representatives must be one of {REPRESENTATIVES}, not {representatives!r}")
     frames = list(frames)
     train_materials: dict[str, set[str]] = defaultdict(set)
     for f in frames:
@@ -243,17 +228,14 @@ def find_leaks(
             )
             if others:
                 items.append((index[id(rep)], others))
-    planned = sum(len(train) for _, others in items for _, train in others)
-    if workers is None:
-        workers = min(os.cpu_count() or 1, 8) if planned >= PARALLEL_MIN_COMPARISONS else 1
     reduced = [rep.reduced for rep in reps]
-    if workers > 1 and len(items) > 1:
-        context = multiprocessing.get_context("spawn")  # no fork: the caller may hold threads and sockets
-        chunk = max(1, len(items) // (workers * 8))
-        with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker, initargs=(reduced, settings)
-        ) as pool:
-            results = list(pool.map(_compare_in_worker, items, chunksize=chunk))
+    if client is not None and len(items) > 1:
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        size = max(1, len(items) // (workers * 8))
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        [shared] = client.scatter([reduced], broadcast=True, hash=False)
+        futures = client.map(_compare_chunk, chunks, reduced=shared, settings=settings, pure=False)
+        results = [result for chunk in client.gather(futures) for result in chunk]
     else:
         compare = _Comparer(reduced, settings)
         results = [compare(item) for item in items]
@@ -292,19 +274,19 @@ def audit_split(
     stol: float = 0.3,
     angle_tol: float = 5.0,
     representatives: str = "final",
-    workers: int | None = 1,
+    client: Client | None = None,
 ) -> AuditReport:
     """Audit a split for structure leaks between training and validation/test (see the module doc).
 
     ``ltol`` fractional length tolerance, ``stol`` site tolerance (in units of
     (V/n)^(1/3)), ``angle_tol`` degrees: ``StructureMatcher``'s defaults unless given.
-    ``representatives``: ``final`` or ``all``; ``workers``: see :func:`find_leaks`.
+    ``representatives``: ``final`` or ``all``; ``client``: see :func:`find_leaks`.
     """
     for name, value in (("ltol", ltol), ("stol", stol), ("angle_tol", angle_tol)):
         if not value > 0:
-            raise ValueError(f"{name} must be positive, not {value}")
+            raise InputError(f"{name} must be positive, not {value}")
     if representatives not in REPRESENTATIVES:
-        raise ValueError(f"representatives must be one of {REPRESENTATIVES}, not {representatives!r}")
+        raise InputError(f"representatives must be one of {REPRESENTATIVES}, not {representatives!r}")
     settings = MatcherSettings(ltol=float(ltol), stol=float(stol), angle_tol=float(angle_tol))
     started = time.perf_counter()
     with engine.connect() as conn:
@@ -334,7 +316,7 @@ def audit_split(
 
     # no connection is held while the structures are compared
     pairs, leaked, n_reps, n_comparisons = find_leaks(
-        frames, load, settings=settings, representatives=representatives, workers=workers
+        frames, load, settings=settings, representatives=representatives, client=client
     )
 
     parts = {part: PartLeakage() for part in EVAL_PARTS}

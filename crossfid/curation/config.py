@@ -23,12 +23,14 @@ Comparison conventions (how each threshold is applied; see :mod:`crossfid.curati
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
+
+from crossfid.errors import InputError
+from crossfid.hashing import sha256_text
 
 #: bump when the meaning of a rule changes (part of :meth:`CurationConfig.to_dict` and so of the hash).
 #: 2: the ``min_distance`` safety rule (``min_interatomic_distance``); a version-1 configuration had no such
@@ -62,7 +64,7 @@ DEFAULT_DEDUPE_TIERS: tuple[DedupeTier, ...] = (
 
 def _positive(value: float, name: str) -> None:
     if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        raise InputError(f"{name} must be a positive finite number, got {value!r}")
 
 
 _FLOAT_FIELDS = (
@@ -111,9 +113,9 @@ class CurationConfig:
         for name in ("energy_window_lower", "energy_window_upper"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
+                raise InputError(f"{name} must be a finite number, got {value!r}")
         if not self.energy_window_lower < self.energy_window_upper:
-            raise ValueError("energy_window_lower must be below energy_window_upper")
+            raise InputError("energy_window_lower must be below energy_window_upper")
         for name in (
             "require_stress",
             "hubbard_consistency",
@@ -123,24 +125,24 @@ class CurationConfig:
             "allow_subset",
         ):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool")
+                raise InputError(f"{name} must be a bool")
         # 1 and 1.0 must give the same canonical JSON (and hash)
         for name in _FLOAT_FIELDS:
             object.__setattr__(self, name, float(getattr(self, name)))
         if self.attempt_supercell and self.allow_subset:
-            raise ValueError("pymatgen's StructureMatcher cannot combine attempt_supercell and allow_subset")
+            raise InputError("pymatgen's StructureMatcher cannot combine attempt_supercell and allow_subset")
         tiers = tuple(_tier_from(tier) for tier in self.dedupe_tiers)
         if not tiers:
-            raise ValueError("dedupe_tiers must not be empty")
+            raise InputError("dedupe_tiers must not be empty")
         if tiers[0].min_accepted_exclusive != 0:
-            raise ValueError("the first dedupe tier must start at 0 accepted frames")
+            raise InputError("the first dedupe tier must start at 0 accepted frames")
         for previous, tier in zip(tiers, tiers[1:], strict=False):
             if tier.min_accepted_exclusive <= previous.min_accepted_exclusive:
-                raise ValueError("dedupe tiers must be ordered by strictly increasing min_accepted_exclusive")
+                raise InputError("dedupe tiers must be ordered by strictly increasing min_accepted_exclusive")
         for tier in tiers:
             count = tier.min_accepted_exclusive
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ValueError(
+                raise InputError(
                     f"min_accepted_exclusive must be a non-negative int, got {tier.min_accepted_exclusive!r}"
                 )
             for name in ("ltol", "stol", "angle_tol", "energy_threshold"):
@@ -199,7 +201,7 @@ class CurationConfig:
 
     def config_hash(self) -> str:
         """SHA-256 (hex) of :meth:`canonical_json`."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        return sha256_text(self.canonical_json())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CurationConfig:
@@ -211,15 +213,15 @@ class CurationConfig:
         data = dict(data)
         version = data.pop("rules_version", RULES_VERSION)
         if version not in READABLE_RULES_VERSIONS:
-            raise ValueError(f"curation config of rules version {version}, this crossfid implements {RULES_VERSION}")
+            raise InputError(f"curation config of rules version {version}, this crossfid implements {RULES_VERSION}")
         if version == 1:
             if "min_interatomic_distance" in data:
-                raise ValueError("min_interatomic_distance is not a setting of rules version 1")
+                raise InputError("min_interatomic_distance is not a setting of rules version 1")
             data["min_interatomic_distance"] = None
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown curation config keys: {', '.join(unknown)}")
+            raise InputError(f"unknown curation config keys: {', '.join(unknown)}")
         if "dedupe_tiers" in data:
             data["dedupe_tiers"] = tuple(_tier_from(item) for item in data["dedupe_tiers"])
         return cls(**data)

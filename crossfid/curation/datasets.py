@@ -1,4 +1,4 @@
-"""Dataset versions: the accepted frames of a curation run, frozen and content-hashed.
+"""Dataset versions in the database: the accepted frames of a curation run, frozen and content-hashed.
 
 ``freeze_dataset`` turns the frames a curation run accepted (``frame_decisions.accepted``),
 optionally only those of some task fidelities, into a new version of a named dataset,
@@ -9,9 +9,9 @@ and materials, and its curation run's decisions (triggers of revisions 0002 and 
 a dataset version is immutable; :mod:`crossfid.curation.verify` recomputes its hash from
 the stored frames to catch changes made with the triggers disabled.
 
-Content hash recipe (``crossfid-dataset-v1``), identical in every database because it
-only uses the frames' own content hashes (:meth:`crossfid.ingest.records.Frame.content_hash`),
-never database ids::
+Content hash recipe (``crossfid-dataset-v1``, :func:`crossfid.hashing.dataset_content_hash`),
+identical in every database because it only uses the frames' own content hashes
+(:func:`crossfid.hashing.frame_content_hash`), never database ids::
 
     sha256( b"crossfid-dataset-v1\\n"
             + b"".join(h.encode("ascii") + b"\\n" for h in sorted(frame_content_hashes)) )
@@ -19,7 +19,8 @@ never database ids::
 ``sorted`` is Python's code-point order of the 64-character lower-case hex digests;
 the list is a multiset (two members with identical content both count). The result
 is the lower-case hex digest. Nested training subsets of splits use the same recipe
-with the domain ``crossfid-subset-v1`` (:func:`hash_of_hashes`).
+with the domain ``crossfid-subset-v1`` (:func:`crossfid.hashing.hash_of_hashes`).
+A version's details with its splits: :func:`crossfid.curation.split_store.show_dataset`.
 
 Dataset references (:func:`resolve_dataset`): ``"NAME"`` (latest version),
 ``"NAME:VERSION"`` or the numeric id (``17`` or ``"17"``). Names start with a letter
@@ -29,63 +30,37 @@ or digit, contain only letters, digits, ``.``, ``_`` and ``-``, and are not all 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from crossfid.db.bulk import copy_rows
 from crossfid.db.models import CurationRun, Dataset, Split
-from crossfid.db.vocabulary import FIDELITY_NAMES
+from crossfid.errors import InputError
+from crossfid.hashing import dataset_content_hash
+from crossfid.vocabulary import FIDELITY_NAMES
 
 __all__ = [
-    "DATASET_HASH_DOMAIN",
-    "DatasetDetail",
     "DatasetError",
     "DatasetInfo",
-    "dataset_content_hash",
+    "as_session",
     "freeze_dataset",
-    "hash_of_hashes",
     "list_datasets",
     "resolve_dataset",
-    "show_dataset",
     "validate_name",
 ]
 
-DATASET_HASH_DOMAIN = "crossfid-dataset-v1"
-
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset request that cannot be honoured; ``str(error)`` is a one-line reason."""
 
 
-# --------------------------------------------------------------------------- pure hashing
-
-
-def hash_of_hashes(domain: str, hashes: Iterable[str]) -> str:
-    """SHA-256 (hex) of ``domain + "\\n"`` followed by each sorted hash and ``"\\n"`` (see the module doc).
-
-    Every element must be a lower-case hex SHA-256 (64 characters); anything else is a
-    ``ValueError``, so that a malformed hash cannot silently change the recipe.
-    """
-    digest = hashlib.sha256(domain.encode("ascii") + b"\n")
-    for value in sorted(hashes):
-        if not isinstance(value, str) or not _HEX64.match(value):
-            raise ValueError(f"not a lower-case hex SHA-256: {value!r}")
-        digest.update(value.encode("ascii") + b"\n")
-    return digest.hexdigest()
-
-
-def dataset_content_hash(hashes: Iterable[str]) -> str:
-    """Content hash of a dataset from its member frames' content hashes (order does not matter)."""
-    return hash_of_hashes(DATASET_HASH_DOMAIN, hashes)
+# --------------------------------------------------------------------------- names
 
 
 def validate_name(name: str) -> str:
@@ -146,21 +121,6 @@ class DatasetInfo:
         )
 
 
-@dataclass
-class DatasetDetail:
-    """Everything ``crossfid dataset show`` prints about one version."""
-
-    info: DatasetInfo
-    config: dict[str, Any]
-    run_status: str
-    run_dedupe: str
-    run_fidelities: list[str]
-    #: frames and materials per task fidelity: {fidelity: (n_frames, n_materials)}
-    by_fidelity: dict[str, tuple[int, int]]
-    #: :class:`crossfid.curation.splits.SplitInfo` of every split of the version
-    splits: list[Any]
-
-
 # --------------------------------------------------------------------------- freezing
 
 
@@ -177,7 +137,7 @@ def freeze_dataset(engine: Engine, run_id: int, name: str, fidelities: Sequence[
     validate_name(name)
     wanted = _check_fidelities(fidelities)
     with engine.begin() as conn:
-        session = _session(conn)
+        session = as_session(conn)
         run = session.get(CurationRun, run_id)
         if run is None:
             raise DatasetError(f"curation run {run_id} does not exist")
@@ -268,13 +228,14 @@ def _check_fidelities(fidelities: Sequence[str] | None) -> list[str] | None:
 # --------------------------------------------------------------------------- lookup
 
 
-def _session(conn: Connection | Session) -> Session:
+def as_session(conn: Connection | Session) -> Session:
+    """``conn`` itself if it is a ``Session``, else a ``Session`` bound to the connection."""
     return conn if isinstance(conn, Session) else Session(bind=conn)
 
 
 def resolve_dataset(conn: Connection | Session, ref: str | int) -> Dataset:
     """The dataset version ``ref`` names: ``"NAME"`` (latest), ``"NAME:VERSION"`` or an id."""
-    session = _session(conn)
+    session = as_session(conn)
     if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
         row = session.get(Dataset, int(ref))
         if row is None:
@@ -300,40 +261,8 @@ def resolve_dataset(conn: Connection | Session, ref: str | int) -> Dataset:
 def list_datasets(engine: Engine) -> list[DatasetInfo]:
     """Every dataset version, by name then version, with its number of splits."""
     with engine.connect() as conn:
-        session = _session(conn)
+        session = as_session(conn)
         n_splits = dict(session.execute(select(Split.dataset_id, func.count()).group_by(Split.dataset_id)).all())
         rows = session.scalars(select(Dataset)).all()
         infos = [DatasetInfo.from_row(row, n_splits.get(row.id, 0)) for row in rows]
     return sorted(infos, key=lambda info: (info.name, info.version))
-
-
-def show_dataset(engine: Engine, ref: str | int) -> DatasetDetail:
-    """Details of one dataset version: counts per fidelity, configuration, curation run, splits."""
-    from crossfid.curation.splits import list_splits
-
-    with engine.connect() as conn:
-        session = _session(conn)
-        row = resolve_dataset(session, ref)
-        run = session.get(CurationRun, row.curation_run_id)
-        by_fidelity = conn.exec_driver_sql(
-            """
-            SELECT t.fidelity, count(*), count(DISTINCT df.material_id)
-              FROM dataset_frames df
-              JOIN frames f ON f.id = df.frame_id
-              JOIN tasks t ON t.id = f.task_id
-             WHERE df.dataset_id = %(id)s
-             GROUP BY t.fidelity
-            """,
-            {"id": row.id},
-        ).all()
-        splits = list_splits(session, row.id)
-        info = DatasetInfo.from_row(row, len(splits))
-        return DatasetDetail(
-            info=info,
-            config=dict(row.config),
-            run_status=run.status,
-            run_dedupe=run.dedupe,
-            run_fidelities=list(run.fidelities),
-            by_fidelity={fidelity: (n_frames, n_materials) for fidelity, n_frames, n_materials in sorted(by_fidelity)},
-            splits=splits,
-        )

@@ -103,7 +103,7 @@ from typing import Any
 import numpy as np
 
 from crossfid.curation.config import CurationConfig, DedupeTier
-from crossfid.curation.rules import (
+from crossfid.curation.decisions import (
     DUPLICATE,
     ENERGY_UNIQUE,
     STRUCTURE_UNIQUE,

@@ -75,8 +75,10 @@ from ase import units
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
-from crossfid.curation.splits import PARTS, SplitError, resolve_split
+from crossfid.curation.split_store import resolve_split
+from crossfid.curation.splits import PARTS, SplitError
 from crossfid.db.models import Dataset, SplitSubset
+from crossfid.errors import InputError
 
 __all__ = ["FORMATS", "ExportError", "ExportFrame", "export_split", "extxyz_block", "mptrj_frame", "write_mptrj"]
 
@@ -91,7 +93,7 @@ GPA_TO_VASP_KBAR = -10.0
 _CHUNK = 1000
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """An export that cannot be written; ``str(error)`` is a one-line reason."""
 
 

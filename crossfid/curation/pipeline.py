@@ -25,7 +25,6 @@ step: both are independent of database ids.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -35,8 +34,9 @@ from sqlalchemy import Engine, func, insert, text, update
 
 import crossfid
 from crossfid.curation.config import CurationConfig
+from crossfid.curation.decisions import FrameView
 from crossfid.curation.dedupe import DedupeStats
-from crossfid.curation.rules import FrameView, ReferenceView, TaskView, curate_material, nelm_from_input_parameters
+from crossfid.curation.rules import ReferenceView, TaskView, curate_material, nelm_from_input_parameters
 from crossfid.db.bulk import copy_insert
 from crossfid.db.models import CurationRun
 from crossfid.ingest.records import jsonable
@@ -384,19 +384,3 @@ def decisions_of(engine: Engine, run_id: int) -> list[tuple[str, bool, str]]:
     )
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(query, {"run": run_id})]
-
-
-def make_client(scheduler: str | None = None, workers: int | None = None):
-    """A Dask client: the scheduler at ``scheduler`` (or ``CROSSFID_DASK_SCHEDULER``), else a LocalCluster."""
-    from dask.distributed import Client, LocalCluster
-
-    address = scheduler or os.environ.get("CROSSFID_DASK_SCHEDULER")
-    if address:
-        return Client(address), None
-    cluster = LocalCluster(
-        n_workers=workers or min(2, os.cpu_count() or 1),
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-    )
-    return Client(cluster), cluster

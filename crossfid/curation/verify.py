@@ -9,13 +9,13 @@ recomputes everything from the stored rows with the same functions that froze th
   (:meth:`crossfid.ingest.records.Frame.content_hash`, the ingestion recipe), compared
   with ``frames.content_hash``;
 * the dataset's content hash from those frame hashes
-  (:func:`crossfid.curation.datasets.dataset_content_hash`, what ``freeze_dataset``
+  (:func:`crossfid.hashing.dataset_content_hash`, what ``freeze_dataset``
   uses), compared with ``datasets.content_hash``; also its frame, material and element
   counts, and that each membership row names its frame's material;
 * for each frozen split of the dataset: its members are exactly the dataset's frames,
   and its content hash (:func:`crossfid.curation.splits.split_content_hash`);
 * for each nested subset: its frames are distinct training frames, its content hash
-  (:func:`crossfid.curation.splits.subset_content_hash`), and it holds the frames the
+  (:func:`crossfid.hashing.subset_content_hash`), and it holds the frames the
   seeded order gives (:func:`crossfid.curation.splits.nested_subsets`).
 
 A frame whose data were changed keeps its old ``content_hash`` value unless the
@@ -34,8 +34,11 @@ import numpy as np
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session
 
-from crossfid.curation.datasets import DatasetError, dataset_content_hash, resolve_dataset
+from crossfid.curation.datasets import DatasetError, resolve_dataset
+from crossfid.curation.split_store import resolve_split
+from crossfid.curation.splits import PARTS, nested_subsets, ratio_text, split_content_hash
 from crossfid.db.models import Dataset, Split, SplitSubset
+from crossfid.hashing import dataset_content_hash, subset_content_hash
 from crossfid.ingest.records import Frame
 
 __all__ = [
@@ -220,9 +223,7 @@ def _verify_frames(conn: Connection, dataset: Dataset) -> tuple[Check, dict[int,
 
 
 def _verify_split(conn: Connection, session: Session, dataset: Dataset, split: Split, hashes: dict[int, str]):
-    from crossfid.curation.splits import PARTS, nested_subsets, split_content_hash, subset_content_hash
-
-    ratios = ":".join(f"{r:g}" for r in split.ratios)
+    ratios = ratio_text(split.ratios)
     label = f"split {split.id} of {dataset.name}:{dataset.version} ({split.strategy}, {ratios}, seed {split.seed})"
     members = conn.execute(
         text("SELECT frame_id, material_id, part FROM split_members WHERE split_id = :id"), {"id": split.id}
@@ -318,8 +319,6 @@ def verify_dataset(engine: Engine, ref: str | int, *, splits: Iterable[int] | No
 
 def verify_split(engine: Engine, split_ref: str | int) -> DatasetVerification:
     """Verify one split and the dataset version it splits (see :func:`verify_dataset`)."""
-    from crossfid.curation.splits import resolve_split
-
     with Session(engine) as session:
         split = resolve_split(session, split_ref)
         split_id, dataset_id = split.id, split.dataset_id

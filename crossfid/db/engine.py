@@ -1,4 +1,8 @@
-"""Connecting: one code path for the embedded server and for any PostgreSQL URL."""
+"""Low-level connecting: targets, URL normalisation and redaction, engines for a given URL.
+
+Which database is *configured* (``CROSSFID_DATABASE_URL`` or the embedded server) is
+resolved in one place only: :mod:`crossfid.runtime.database`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.orm import Session, sessionmaker
 
-from crossfid.config import Settings
+from crossfid.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ def normalize_url(url: str | URL) -> URL:
     parsed = make_url(url) if isinstance(url, str) else url
     backend = parsed.get_backend_name()
     if backend not in ("postgresql", "postgres"):
-        raise ValueError(f"crossfid needs PostgreSQL; got a {backend!r} URL")
+        raise InputError(f"crossfid needs PostgreSQL; got a {backend!r} URL")
     return parsed.set(drivername="postgresql+psycopg")
 
 
@@ -53,28 +56,8 @@ def _render(url: URL, *, hide_password: bool) -> str:
     return base + sep + query.replace("%2F", "/")  # socket directories stay readable
 
 
-def resolve_target(settings: Settings | None = None) -> Target:
-    """Where to connect: ``CROSSFID_DATABASE_URL``, or the embedded server (started if needed)."""
-    settings = settings or Settings.from_env()
-    if settings.database_url:
-        return Target(url=normalize_url(settings.database_url), embedded=False)
-    from crossfid.db.embedded import ensure_server
-
-    server = ensure_server(settings.home)
-    return Target(url=normalize_url(server.url()), embedded=True)
-
-
 def make_engine(target: Target | str | URL, **kwargs) -> Engine:
     """A SQLAlchemy engine (psycopg 3) for ``target``."""
     url = target.url if isinstance(target, Target) else normalize_url(target)
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
-
-
-def get_engine(settings: Settings | None = None) -> Engine:
-    """Engine for the configured database (see :func:`resolve_target`)."""
-    return make_engine(resolve_target(settings))
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)

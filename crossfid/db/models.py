@@ -44,6 +44,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from crossfid.vocabulary import (
+    COMPRESSIONS,
+    FIDELITY_FAMILIES,
+    METHOD_NAMES,
+    RUN_STATUSES,
+    TASK_TYPES,
+    TRAINING_STATUSES,
+)
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -83,6 +92,12 @@ def hex64(column: str) -> str:
     return f"length({column}) = 64 AND ltrim({column}, '0123456789abcdef') = ''"
 
 
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """SQL that is true when a text column holds one of ``values`` (a vocabulary of :mod:`crossfid.vocabulary`)."""
+    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -102,7 +117,7 @@ class Fidelity(Base):
     dispersion: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, nullable=False)
 
-    __table_args__ = (CheckConstraint("family IN ('GGA', 'meta-GGA', 'hybrid')", name="family"),)
+    __table_args__ = (CheckConstraint(one_of("family", FIDELITY_FAMILIES), name="family"),)
 
 
 class Source(Base):
@@ -138,7 +153,7 @@ class IngestRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
-        CheckConstraint("status IN ('running', 'completed', 'failed')", name="status"),
+        CheckConstraint(one_of("status", RUN_STATUSES), name="status"),
         CheckConstraint(
             "n_tasks_added >= 0 AND n_frames_added >= 0 AND n_reference_entries_added >= 0 "
             "AND n_already_present >= 0 AND n_quarantined >= 0",
@@ -165,7 +180,7 @@ class RawDocument(Base):
 
     __table_args__ = (
         CheckConstraint(hex64("sha256"), name="sha256_hex"),
-        CheckConstraint("compression IN ('gzip', 'none')", name="compression"),
+        CheckConstraint(one_of("compression", COMPRESSIONS), name="compression"),
         CheckConstraint("size_bytes >= 0", name="size_non_negative"),
     )
 
@@ -221,7 +236,7 @@ class Task(Base):
     __table_args__ = (
         UniqueConstraint("source_id", "external_id"),
         Index("ix_tasks_material_id_fidelity", "material_id", "fidelity"),
-        CheckConstraint("task_type IN ('relax', 'static')", name="task_type"),
+        CheckConstraint(one_of("task_type", TASK_TYPES), name="task_type"),
         CheckConstraint("is_hubbard = (hubbards IS NOT NULL AND hubbards <> '{}'::jsonb)", name="hubbard_flag"),
     )
 
@@ -373,7 +388,7 @@ class CurationRun(Base):
 
     __table_args__ = (
         CheckConstraint("cardinality(fidelities) > 0", name="has_fidelities"),
-        CheckConstraint("status IN ('running', 'completed', 'failed')", name="status"),
+        CheckConstraint(one_of("status", RUN_STATUSES), name="status"),
         CheckConstraint("dedupe IN ('fast', 'reference')", name="dedupe"),
         CheckConstraint(hex64("config_hash"), name="config_hash_hex"),
     )
@@ -671,10 +686,8 @@ class TrainingRun(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        CheckConstraint(
-            "method IN ('scratch', 'tl-trainable-atomref', 'tl-frozen-atomref', 'tl-refit-atomref')", name="method"
-        ),
-        CheckConstraint("status IN ('running', 'completed', 'failed', 'interrupted')", name="status"),
+        CheckConstraint(one_of("method", METHOD_NAMES), name="method"),
+        CheckConstraint(one_of("status", TRAINING_STATUSES), name="status"),
         CheckConstraint(hex64("split_hash"), name="split_hash_hex"),
         CheckConstraint(hex64("dataset_hash"), name="dataset_hash_hex"),
         CheckConstraint("subset_size IS NULL OR subset_size > 0", name="subset_size_positive"),
@@ -765,7 +778,7 @@ class BenchmarkRun(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        CheckConstraint("status IN ('running', 'completed', 'failed')", name="status"),
+        CheckConstraint(one_of("status", RUN_STATUSES), name="status"),
         CheckConstraint(hex64("key"), name="key_hex"),
         CheckConstraint(hex64("data_hash"), name="data_hash_hex"),
         CheckConstraint("model_id IS NOT NULL OR method IS NOT NULL", name="has_subject"),
@@ -806,4 +819,33 @@ class BenchmarkItem(Base):
     __table_args__ = (CheckConstraint("ok OR failure IS NOT NULL", name="failure_has_reason"),)
 
 
-BENCHMARK_TABLES: tuple[str, ...] = ("benchmark_runs", "benchmark_metrics", "benchmark_items")
+class LeaderboardColumn(Base):
+    """A metric column of the ``leaderboard`` view (revision 0007), in view order.
+
+    The rows are the frozen copy of :func:`crossfid.benchmarks.registry.leaderboard_columns` that
+    the migrations wrote; ``crossfid_leaderboard_view()`` rebuilds the view from them: a pivoted
+    column per row, a rank column when ``ranked`` (by ``better``), and the composite score, the mean
+    of ``value / scale`` over the rows with a ``scale`` (a typical error of a foundation potential, in ``unit``).
+    """
+
+    __tablename__ = "leaderboard_columns"
+
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    column_name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    benchmark: Mapped[str] = mapped_column(Text, nullable=False)
+    metric: Mapped[str] = mapped_column(Text, nullable=False)
+    unit: Mapped[str] = mapped_column(Text, nullable=False)
+    better: Mapped[str | None] = mapped_column(Text)
+    ranked: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    scale: Mapped[float | None] = mapped_column(Float8)
+
+    __table_args__ = (
+        UniqueConstraint("benchmark", "metric"),
+        CheckConstraint("better IS NULL OR better IN ('lower', 'higher')", name="better"),
+        CheckConstraint("NOT ranked OR better IS NOT NULL", name="ranked_has_direction"),
+        CheckConstraint("scale IS NULL OR (scale > 0 AND better = 'lower')", name="scale"),
+        CheckConstraint("column_name ~ '^[a-z][a-z0-9_]*$'", name="column_name"),
+    )
+
+
+BENCHMARK_TABLES: tuple[str, ...] = ("benchmark_runs", "benchmark_metrics", "benchmark_items", "leaderboard_columns")

@@ -30,11 +30,12 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
-from sqlalchemy.engine import make_url
+from crossfid.errors import InputError, StateError
+
+if TYPE_CHECKING:
+    import psycopg
 
 DEFAULT_TIMEOUT_S = 60.0
 #: shortest statement timeout that can be asked for (s); 0 means "no limit"
@@ -57,11 +58,11 @@ _PUBLIC_WRITE_FUNCTIONS = (
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class ReadOnlyViolation(RuntimeError):
+class ReadOnlyViolation(StateError):
     """The statement tried to write (or to leave the read-only transaction)."""
 
 
-class ReaderUnavailable(RuntimeError):
+class ReaderUnavailable(StateError):
     """``crossfid sql`` cannot log in as the reader role (or the login turned out privileged)."""
 
 
@@ -79,11 +80,11 @@ def timeout_ms(timeout_s: float) -> int:
     (it would round to 0 ms, which PostgreSQL reads as "no limit").
     """
     if timeout_s != timeout_s or timeout_s < 0:  # NaN or negative
-        raise ValueError(f"timeout must be 0 (no limit) or at least {MIN_TIMEOUT_S} s; got {timeout_s}")
+        raise InputError(f"timeout must be 0 (no limit) or at least {MIN_TIMEOUT_S} s; got {timeout_s}")
     if timeout_s == 0:
         return 0
     if timeout_s < MIN_TIMEOUT_S:
-        raise ValueError(f"timeout {timeout_s} s is below 1 ms; use 0 for no limit")
+        raise InputError(f"timeout {timeout_s} s is below 1 ms; use 0 for no limit")
     return max(1, round(timeout_s * 1000))
 
 
@@ -106,6 +107,9 @@ def run_read_only(
     databases. Raises :class:`ReadOnlyViolation` for writes and
     ``psycopg.errors.QueryCanceled`` on timeout.
     """
+    import psycopg
+    from psycopg import sql
+
     statement_timeout = timeout_ms(timeout_s)
     with psycopg.connect(libpq_url, autocommit=False) as conn:
         if require_unprivileged:
@@ -146,6 +150,8 @@ def run_as_reader(libpq_url: str, home: Path, query: str, **options: Any) -> tup
     ``options`` go to :func:`run_read_only`. Returns the result and the setup, when
     one had to be done (its notes say what could not be).
     """
+    import psycopg
+
     setup = ensure_reader(libpq_url, home)
     try:
         result = run_read_only(reader_url(libpq_url, home), query, require_unprivileged=True, **options)
@@ -225,6 +231,8 @@ def reader_password(home: Path) -> str | None:
 
 def reader_url(libpq_url: str, home: Path) -> str:
     """The application's libpq URL with the reader role (and its password, if any) as the user."""
+    from sqlalchemy.engine import make_url
+
     url = make_url(libpq_url).set(username=READER_ROLE, password=reader_password(home))
     text = url.set(drivername="postgresql").render_as_string(hide_password=False)
     base, sep, query = text.partition("?")
@@ -242,6 +250,9 @@ def secure_database(libpq_url: str, home: Path) -> ReaderSetup:
     role needs CREATEROLE; revoking the large-object functions needs a superuser) is
     skipped and said in :attr:`ReaderSetup.notes`.
     """
+    import psycopg
+    from psycopg import sql
+
     setup = ReaderSetup()
     ident = sql.Identifier(READER_ROLE)
     with psycopg.connect(libpq_url, autocommit=True) as conn:
@@ -340,6 +351,8 @@ def ensure_reader(libpq_url: str, home: Path) -> ReaderSetup | None:
     One catalogue query when nothing is to do (so ``crossfid sql`` can call it every
     time); returns the setup when it ran.
     """
+    import psycopg
+
     with psycopg.connect(libpq_url, autocommit=True) as conn:
         ready = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %(role)s) AND coalesce(("
@@ -359,10 +372,13 @@ def grant_reader(libpq_url: str, role: str, password: str | None = None) -> tupl
     and of its memberships in other roles; a superuser, or a role that owns objects
     in this database, is refused. Returns (created, what was stripped).
     """
+    import psycopg
+    from psycopg import sql
+
     if not _ROLE_NAME.match(role):
-        raise ValueError(f"invalid role name {role!r}: use lower-case letters, digits and _")
+        raise InputError(f"invalid role name {role!r}: use lower-case letters, digits and _")
     if role == READER_ROLE:
-        raise ValueError(f"{READER_ROLE} is crossfid's own reader role; name an analyst's login role")
+        raise InputError(f"{READER_ROLE} is crossfid's own reader role; name an analyst's login role")
     ident = sql.Identifier(role)
     stripped: list[str] = []
     with psycopg.connect(libpq_url, autocommit=False) as conn:
@@ -384,7 +400,7 @@ def grant_reader(libpq_url: str, role: str, password: str | None = None) -> tupl
         else:
             superuser, createrole, createdb, replication, bypassrls, oid = row
             if superuser:
-                raise ValueError(f"role {role!r} is a superuser; refusing to turn it into a reader")
+                raise InputError(f"role {role!r} is a superuser; refusing to turn it into a reader")
             owned = conn.execute(
                 "SELECT count(*) FROM pg_class WHERE relowner = %s AND relnamespace = 'public'::regnamespace",
                 (oid,),
@@ -394,7 +410,7 @@ def grant_reader(libpq_url: str, role: str, password: str | None = None) -> tupl
             ).fetchone()
             if owned or owns_db:
                 what = "this database" if owns_db else f"{owned} table(s), view(s) or sequence(s)"
-                raise ValueError(
+                raise InputError(
                     f"role {role!r} owns {what} and an owner can always write: refusing to call it a reader"
                 )
             attributes = {

@@ -55,7 +55,6 @@ and ``static`` for one. Bundles are yielded after the whole file has been read
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from collections.abc import Iterator, Mapping
@@ -65,7 +64,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from crossfid.db.vocabulary import FIDELITY_NAMES, TASK_TYPES
+from crossfid.errors import InputError
+from crossfid.hashing import structure_hash
 from crossfid.ingest.matpes import fidelity_from_functional, run_type_for_fidelity
 from crossfid.ingest.records import (
     Bundle,
@@ -90,6 +90,7 @@ from crossfid.ingest.sourceio import (
     reduced_composition,
     stream_problem,
 )
+from crossfid.vocabulary import FIDELITY_NAMES, TASK_TYPES
 
 __all__ = ["EV_PER_A3_TO_GPA", "StressConvention", "read_ase_trajectory"]
 
@@ -116,11 +117,11 @@ def read_ase_trajectory(
     bad *argument* raises ``ValueError`` immediately).
     """
     if fidelity is not None and fidelity not in FIDELITY_NAMES:
-        raise ValueError(f"unknown fidelity {fidelity!r}; expected one of {', '.join(FIDELITY_NAMES)}")
+        raise InputError(f"unknown fidelity {fidelity!r}; expected one of {', '.join(FIDELITY_NAMES)}")
     if stress_convention not in ("ase", "gpa", "vasp_kbar"):
-        raise ValueError(f"stress_convention must be 'ase', 'gpa' or 'vasp_kbar', not {stress_convention!r}")
+        raise InputError(f"stress_convention must be 'ase', 'gpa' or 'vasp_kbar', not {stress_convention!r}")
     if task_type is not None and task_type not in TASK_TYPES:
-        raise ValueError(f"task_type must be one of {', '.join(TASK_TYPES)}, not {task_type!r}")
+        raise InputError(f"task_type must be one of {', '.join(TASK_TYPES)}, not {task_type!r}")
     return _read(Path(path), fidelity, material_id, task_id, stress_convention, task_type)
 
 
@@ -182,7 +183,11 @@ def _read(
         key: tuple[str, Any] = ("id", str(explicit)) if explicit else ("composition", composition)
         group = groups.get(key)
         if group is None:
-            external_id = str(explicit) if explicit else f"file:{_structure_sha256(frame)[:12]}"
+            external_id = (
+                str(explicit)
+                if explicit
+                else f"file:{structure_hash(frame.atomic_numbers, frame.lattice, frame.frac_coords)[:12]}"
+            )
             group = groups[key] = _Group(Material.from_atomic_numbers(external_id, frame.atomic_numbers), composition)
         elif group.composition != composition:
             formula = Material.from_atomic_numbers("", frame.atomic_numbers).formula
@@ -282,14 +287,6 @@ def _raw_fields(raw: bytes | dict[str, Any]) -> dict[str, Any]:
     if isinstance(raw, bytes):
         return {"raw_text": raw.decode("utf-8", errors="replace")}
     return {"raw_document": raw}
-
-
-def _structure_sha256(frame: Frame) -> str:
-    h = hashlib.sha256(b"crossfid-structure-v1")
-    h.update(np.asarray(frame.atomic_numbers, dtype="<i2").tobytes())
-    h.update(np.asarray(frame.lattice, dtype="<f8").tobytes())
-    h.update(np.asarray(frame.frac_coords, dtype="<f8").tobytes())
-    return h.hexdigest()
 
 
 def _fidelity_of(info: Mapping[str, Any], fidelity: str | None) -> tuple[str, str, str | None]:

@@ -15,13 +15,13 @@ same values and the same content hashes (tests check this).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from crossfid.db.pgbinary import FLOAT8_OID, INT2_OID
+from crossfid.hashing import FRAME_HASH_DOMAIN, frame_record_hash
 from crossfid.ingest.records import (
     MAX_ABS_ENERGY_PER_ATOM,
     MAX_ABS_FORCE,
@@ -35,7 +35,7 @@ from crossfid.ingest.records import (
     to_3x3,
 )
 
-_PREFIX = b"crossfid-frame-v1"
+_PREFIX = FRAME_HASH_DOMAIN
 _OPTIONAL = ("forces", "stress", "magmoms", "energy", "corrected_energy", "n_electronic_steps", "scf_converged")
 
 
@@ -202,11 +202,9 @@ def _hashes(block: FrameBlock) -> list[str]:
         data = records.tobytes()
         width = records.dtype.itemsize
         for row, i in enumerate(index):
-            h = hashlib.sha256(data[row * width : (row + 1) * width])
             nes = int(block.n_electronic_steps[i]) if block.present["n_electronic_steps"][i] else None
             conv = bool(block.scf_converged[i]) if block.present["scf_converged"][i] else None
-            h.update(f"{nes}|{conv}".encode())
-            out[i] = h.hexdigest()
+            out[i] = frame_record_hash(data[row * width : (row + 1) * width], nes, conv)
     return out
 
 

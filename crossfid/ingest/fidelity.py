@@ -13,7 +13,7 @@ way VASP reads it, because emmet compares raw values:
 
 Then crossfid adds what emmet leaves out: dispersion corrections set with ``IVDW``
 (D3, D3(BJ), D4), rVV10 with any ``BPARAM`` (MP's r2SCAN-rVV10 uses 11.95, emmet
-only knows 15.7), and the coarse fidelity of :mod:`crossfid.db.vocabulary`.
+only knows 15.7), and the coarse fidelity of :mod:`crossfid.vocabulary`.
 Hubbard U counts only when ``LDAU`` is on and some element has U ≠ 0.
 Non-self-consistent runs (``ICHARG >= 10``) are refused: they have no valid total
 energy or stress.
@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from crossfid.db.vocabulary import FIDELITY_NAMES
 from crossfid.ingest.records import RecordError
+from crossfid.vocabulary import FIDELITY_NAMES
 
 #: IVDW value → dispersion correction name (VASP wiki, IVDW)
 IVDW_NAMES = {1: "D2", 10: "D2", 11: "D3", 12: "D3(BJ)", 13: "D4", 2: "TS", 20: "TS", 21: "TS", 4: "dDsC"}

@@ -51,7 +51,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from crossfid.db.vocabulary import FIDELITY_NAMES
+from crossfid.errors import InputError
 from crossfid.ingest.records import (
     Bundle,
     Frame,
@@ -74,6 +74,7 @@ from crossfid.ingest.sourceio import (
     to_array,
     to_float,
 )
+from crossfid.vocabulary import FIDELITY_NAMES
 
 __all__ = ["StressUnit", "read_matpes", "fidelity_from_functional", "run_type_for_fidelity"]
 
@@ -121,7 +122,7 @@ def read_matpes(path: str | os.PathLike[str], *, stress_unit: StressUnit = "kbar
     (a bad *argument* raises ``ValueError`` immediately).
     """
     if stress_unit not in ("kbar_vasp", "gpa_ase"):
-        raise ValueError(f"stress_unit must be 'kbar_vasp' or 'gpa_ase', not {stress_unit!r}")
+        raise InputError(f"stress_unit must be 'kbar_vasp' or 'gpa_ase', not {stress_unit!r}")
     return _read_matpes(Path(path), stress_unit, Limits.from_env())
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
+from crossfid.errors import InputError, StateError
 from crossfid.ingest.fidelity import fidelity_from_label
 from crossfid.ingest.mp_docs import (
     material_from_formula,
@@ -46,7 +47,7 @@ MATERIAL_FIELDS = ["material_id", "formula_pretty", "elements", "calc_types", "t
 ProgressCallback = Callable[[int, int, str], None]
 
 
-class MaterialsProjectError(RuntimeError):
+class MaterialsProjectError(StateError):
     """The Materials Project API could not be reached or refused a request (message free of the API key)."""
 
 
@@ -83,7 +84,7 @@ def normalize_fidelities(fidelities: Iterable[str]) -> tuple[str, ...]:
     """Vocabulary names of user-given fidelities (``PBE`` ≡ ``GGA``, case-insensitive); ValueError if unknown."""
     names = tuple(dict.fromkeys(fidelity_from_label(str(f)) for f in fidelities))
     if not names:
-        raise ValueError("no fidelity requested")
+        raise InputError("no fidelity requested")
     return names
 
 
@@ -161,16 +162,16 @@ def read_materials_project(
     their entries (curation needs to know whether the primary GGA-family entry uses +U).
     """
     if not isinstance(api_key, str) or not api_key.strip():
-        raise ValueError("a Materials Project API key is required (get one at https://materialsproject.org/api)")
+        raise InputError("a Materials Project API key is required (get one at https://materialsproject.org/api)")
     if len(api_key.strip()) != 32:
-        raise ValueError(
+        raise InputError(
             f"a Materials Project API key has 32 characters, the one given has {len(api_key.strip())} "
             "(get yours at https://materialsproject.org/api)"
         )
     if not (material_ids or chemsys or formula):
-        raise ValueError("select materials with material_ids, chemsys or formula")
+        raise InputError("select materials with material_ids, chemsys or formula")
     if task_batch_size < 1 or material_batch_size < 1:
-        raise ValueError("batch sizes must be positive")
+        raise InputError("batch sizes must be positive")
     wanted = normalize_fidelities(fidelities)
     return _read(
         material_ids=material_ids,

@@ -89,7 +89,7 @@ from typing import Any
 
 import numpy as np
 
-from crossfid.db.vocabulary import FIDELITY_NAMES
+from crossfid.errors import InputError
 from crossfid.ingest.records import (
     Bundle,
     Frame,
@@ -113,6 +113,7 @@ from crossfid.ingest.sourceio import (
     to_float,
     to_optional_float,
 )
+from crossfid.vocabulary import FIDELITY_NAMES
 
 __all__ = ["MP_GGA_AUTO", "MPTRJ_FRAME_ID", "read_mptrj", "parse_frame_id", "mp_hubbards"]
 
@@ -131,7 +132,7 @@ _RUN_TYPES = {"GGA": "PBE", "GGA+U": "PBE+U"}
 def read_mptrj(path: str | os.PathLike[str], fidelity: str, *, run_type: str | None = None) -> Iterator[Record]:
     """Stream an MPtrj-format JSON file (plain or gzip) as one :class:`Bundle` per material.
 
-    ``fidelity`` is a name of :data:`crossfid.db.vocabulary.FIDELITY_NAMES` (e.g.
+    ``fidelity`` is a name of :data:`crossfid.vocabulary.FIDELITY_NAMES` (e.g.
     ``"r2SCAN"`` for MP-r2SCAN) or :data:`MP_GGA_AUTO` for MPtrj's GGA/GGA+U mixture.
     ``run_type`` is the exact functional stored on the tasks; by default ``PBE``,
     ``PBE+U`` or the fidelity name. Bad records become :class:`Refusal` s; the
@@ -140,7 +141,7 @@ def read_mptrj(path: str | os.PathLike[str], fidelity: str, *, run_type: str | N
     """
     if fidelity != MP_GGA_AUTO and fidelity not in FIDELITY_NAMES:
         known = ", ".join(FIDELITY_NAMES)
-        raise ValueError(f"unknown fidelity {fidelity!r}; expected one of {known} or {MP_GGA_AUTO!r}")
+        raise InputError(f"unknown fidelity {fidelity!r}; expected one of {known} or {MP_GGA_AUTO!r}")
     return _read_mptrj(Path(path), fidelity, run_type, Limits.from_env())
 
 

@@ -22,7 +22,6 @@ Sources build records with plain Python / numpy values and leave validation to
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import math
 import re
@@ -32,7 +31,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from crossfid.db.vocabulary import FIDELITY_NAMES, TASK_TYPES
+from crossfid.errors import InputError
+from crossfid.hashing import frame_content_hash, sha256_bytes, sha256_text
+from crossfid.vocabulary import FIDELITY_NAMES, TASK_TYPES
 
 TaskType = Literal["relax", "static"]
 
@@ -66,7 +67,7 @@ MAX_INT4 = 2**31 - 1
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A record that cannot be stored; ``str(error)`` is the reason shown in quarantine."""
 
 
@@ -121,20 +122,13 @@ class Frame:
         The same frame gets the same hash in any database; floats are hashed as
         their exact IEEE-754 bytes, so the hash survives a PostgreSQL round trip.
         """
-        h = hashlib.sha256(b"crossfid-frame-v1")
-        h.update(np.asarray(self.atomic_numbers, dtype="<i2").tobytes())
-        for name in ("lattice", "frac_coords", "forces", "stress", "magmoms"):
-            value = getattr(self, name)
-            h.update(name.encode())
-            if value is not None:
-                h.update(np.asarray(value, dtype="<f8").tobytes())
-        for name in ("energy", "corrected_energy"):
-            value = getattr(self, name)
-            h.update(name.encode())
-            if value is not None:
-                h.update(np.float64(value).astype("<f8").tobytes())
-        h.update(f"{self.n_electronic_steps}|{self.scf_converged}".encode())
-        return h.hexdigest()
+        return frame_content_hash(
+            self.atomic_numbers,
+            {name: getattr(self, name) for name in ("lattice", "frac_coords", "forces", "stress", "magmoms")},
+            {"energy": self.energy, "corrected_energy": self.corrected_energy},
+            self.n_electronic_steps,
+            self.scf_converged,
+        )
 
     @classmethod
     def from_structure(cls, structure, ionic_step: int, energy: float | None, **labels) -> Frame:
@@ -223,7 +217,7 @@ class RawDocument:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.content).hexdigest()
+        return sha256_bytes(self.content)
 
     def compressed(self) -> bytes:
         return gzip.compress(self.content, compresslevel=6, mtime=0)
@@ -271,7 +265,7 @@ class Refusal:
             sort_keys=True,
             default=_json_default,
         )
-        return hashlib.sha256(payload.encode()).hexdigest()
+        return sha256_text(payload)
 
 
 Record = Bundle | Refusal

@@ -46,13 +46,10 @@ def run_ingest(
     console: Console | None = None,
 ) -> tuple[IngestSummary, int]:
     """Ingest with a progress bar and print the summary; return it and the exit code."""
-    from crossfid.db.engine import make_engine, resolve_target
-    from crossfid.db.migrate import upgrade
+    from crossfid.runtime.database import engine as configured_engine
 
     console = console or Console()
-    target = resolve_target()
-    engine = make_engine(target)
-    upgrade(engine)  # a fresh database is usable without a separate `crossfid db init`
+    engine = configured_engine()  # migrated: a fresh database is usable without a separate `crossfid db init`
     columns = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
     if total:
         columns += [BarColumn(), TextColumn("{task.completed}/{task.total}")]

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from crossfid.errors import InputError
 from crossfid.ingest.records import RecordError, Refusal
 
 # --------------------------------------------------------------------------- shared helpers
@@ -161,7 +162,7 @@ def parse_size(text: str) -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([a-zA-Z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _UNITS:
-        raise ValueError(f"not a size: {text!r} (expected e.g. 1048576, 512MiB or 8GiB)")
+        raise InputError(f"not a size: {text!r} (expected e.g. 1048576, 512MiB or 8GiB)")
     return int(float(match.group(1)) * _UNITS[unit])
 
 
@@ -199,9 +200,9 @@ class Limits:
             try:
                 value = parse(text)
             except ValueError as exc:
-                raise ValueError(f"{variable}: {exc}") from exc
+                raise InputError(f"{variable}: {exc}") from exc
             if value < 1:
-                raise ValueError(f"{variable} must be positive, not {text!r}")
+                raise InputError(f"{variable} must be positive, not {text!r}")
             values[name] = value
         return cls(**values)
 

@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import bz2
 import errno
-import hashlib
 import io
 import logging
 import lzma
@@ -90,6 +89,8 @@ from typing import Any
 
 import numpy as np
 
+from crossfid.errors import InputError
+from crossfid.hashing import sha256_bytes, sha256_text, structure_hash
 from crossfid.ingest.fidelity import Classification, classify_incar
 from crossfid.ingest.records import (
     Bundle,
@@ -196,7 +197,7 @@ def find_calculations(roots: Sequence[Path]) -> list[Path]:
         root = Path(root)
         if root.is_file():
             if _split_name(root.name) is None:
-                raise ValueError(f"{root} is neither a directory nor a vasprun.xml file")
+                raise InputError(f"{root} is neither a directory nor a vasprun.xml file")
             found.add(root.parent)
             continue
         if not root.is_dir():
@@ -384,14 +385,6 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _structure_hash(structure: Any) -> str:
-    h = hashlib.sha256(b"crossfid-structure-v1")
-    h.update(np.asarray([site.specie.Z for site in structure], dtype="<i2").tobytes())
-    h.update(np.asarray(structure.lattice.matrix, dtype="<f8").tobytes())
-    h.update(np.asarray(structure.frac_coords, dtype="<f8").tobytes())
-    return h.hexdigest()
-
-
 @dataclass
 class _Run:
     """One parsed vasprun.xml file."""
@@ -407,7 +400,7 @@ class _Run:
     sha256: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.sha256 = hashlib.sha256(self.content).hexdigest()
+        self.sha256 = sha256_bytes(self.content)
 
     @property
     def group_key(self) -> tuple:
@@ -570,7 +563,7 @@ def _final_magmoms(run: _Run, frame: Frame) -> np.ndarray | None:
 def _task_hash(runs: Sequence[_Run]) -> str:
     if len(runs) == 1:
         return runs[0].sha256[:12]
-    return hashlib.sha256("\n".join(r.sha256 for r in runs).encode()).hexdigest()[:12]
+    return sha256_text("\n".join(r.sha256 for r in runs))[:12]
 
 
 def _relative(directory: Path, root: Path) -> str:
@@ -678,8 +671,9 @@ def read_vasp_dir(
             continue
         structure = loaded.vasprun.initial_structure
         numbers = [site.specie.Z for site in structure]
+        shape = structure_hash(numbers, structure.lattice.matrix, structure.frac_coords)
         candidate = Material.from_atomic_numbers(
-            material_id or f"vasp:{structure.composition.reduced_formula}-{_structure_hash(structure)[:10]}",
+            material_id or f"vasp:{structure.composition.reduced_formula}-{shape[:10]}",
             numbers,
         )
         if material is None:

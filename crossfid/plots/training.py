@@ -10,13 +10,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from crossfid.errors import InputError
 from crossfid.plots.pngdata import save_with_data, to_jsonable
 
 
 def build_training_curves_figure(histories: Sequence) -> tuple[Figure, dict]:
     """Validation (solid) and training (dashed) energy MAE per epoch, meV/atom, log scale; one colour per run."""
     if not histories:
-        raise ValueError("no runs to plot")
+        raise InputError("no runs to plot")
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(label="curves")
@@ -68,7 +69,7 @@ def build_gradient_ranges_figure(histories: Sequence) -> tuple[Figure, dict]:
     ranges = {h.run_id: gradient_ranges(h) for h in histories}
     layers = list(dict.fromkeys(layer for r in ranges.values() for layer in r))
     if not layers:
-        raise ValueError("the runs recorded no gradient statistics")
+        raise InputError("the runs recorded no gradient statistics")
     fig = Figure(figsize=(9, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(label="gradients")

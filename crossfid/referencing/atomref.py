@@ -28,14 +28,14 @@ Elements the data cannot determine
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from crossfid.errors import InputError
+from crossfid.hashing import atomref_values_hash
 from crossfid.referencing.composition import N_ELEMENTS, SYMBOLS
 
 Weighting = Literal["frame", "material"]
@@ -45,7 +45,7 @@ SOLVER = "numpy.linalg.lstsq (SVD, minimum norm of x - prior)"
 _NULLSPACE_TOL = 1e-8
 
 
-class AtomRefError(ValueError):
+class AtomRefError(InputError):
     """An AtomRef cannot be fitted or applied as asked (bad shapes, absent elements, ...)."""
 
 
@@ -72,7 +72,7 @@ class AtomRefFit:
 
     @property
     def values_hash(self) -> str:
-        return values_hash(self.values)
+        return atomref_values_hash(self.values)
 
     def statistics(self) -> dict[str, Any]:
         """JSON-ready fit statistics (eV/atom)."""
@@ -91,12 +91,6 @@ class AtomRefFit:
 
 def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
-
-
-def values_hash(values: np.ndarray) -> str:
-    """SHA-256 of the 94 values (NaN as null, floats at full precision): the AtomRef's content identity."""
-    payload = json.dumps([None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)])
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def values_to_list(values: np.ndarray) -> list[float | None]:

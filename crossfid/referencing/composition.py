@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from crossfid.errors import InputError
+
 #: CHGNet's AtomRef covers atomic numbers 1..94
 N_ELEMENTS = 94
 
@@ -28,7 +30,7 @@ SYMBOLS: tuple[str, ...] = _symbols()
 _COLUMN = {symbol: i for i, symbol in enumerate(SYMBOLS)}
 
 
-class CompositionError(ValueError):
+class CompositionError(InputError):
     """A composition outside the 94 elements of CHGNet's AtomRef, or an empty one."""
 
 

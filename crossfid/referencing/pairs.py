@@ -8,8 +8,6 @@ fractions are the same as the structure's).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +15,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from crossfid.hashing import json_digest
 from crossfid.referencing.composition import fractions_from_formula
 
 
@@ -117,7 +116,7 @@ class PairedEntries:
                 strict=True,
             )
         ]
-        return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+        return json_digest(payload)
 
     def atom_counts(self) -> np.ndarray:
         """Atoms of each element per material (n, 94): fractions × the entry's atoms (formula units if unknown)."""

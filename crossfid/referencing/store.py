@@ -13,8 +13,6 @@ AtomRef fits exactly what a model trained on the split sees.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,18 +23,20 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 import crossfid
-from crossfid.curation.splits import resolve_split
+from crossfid.curation.split_store import resolve_split
 from crossfid.db.models import AtomRefRow, Dataset, Split
+from crossfid.errors import InputError
+from crossfid.hashing import atomref_values_hash, json_digest
+from crossfid.potentials.chgnet import SHIPPED_MODELS, chgnet_version
 from crossfid.referencing.atomref import (
     AtomRefFit,
     Weighting,
     fit_atomref,
     values_from_list,
-    values_hash,
     values_to_list,
 )
 from crossfid.referencing.composition import SYMBOLS, column_of, composition_matrix
-from crossfid.referencing.package_atomrefs import PACKAGE_ATOMREFS, chgnet_version, package_atomref_values
+from crossfid.referencing.package_atomrefs import PACKAGE_ATOMREFS, package_atomref_values
 
 #: a shipped AtomRef value this close to 0 eV/atom was never fitted (the element was not in its training data)
 UNFITTED_BELOW = 1e-6
@@ -46,7 +46,7 @@ FIT_VERSION = 1
 ENERGY_LABEL = "corrected energy per atom when present, else uncorrected (CHGNet's training label)"
 
 
-class AtomRefStoreError(ValueError):
+class AtomRefStoreError(InputError):
     """An AtomRef that does not exist, a name already taken, or a fit without data."""
 
 
@@ -105,10 +105,6 @@ class StoredAtomRef:
         )
 
 
-def _key(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 def _dataset_label(session: Session, dataset_id: int | None) -> str | None:
     if dataset_id is None:
         return None
@@ -134,7 +130,7 @@ def ensure_package_atomref(session: Session, name: str) -> StoredAtomRef:
     if row is not None and row.provenance.get("chgnet_version") == chgnet_version():
         return _stored(session, row)  # registered from this chgnet: no need to load the model again
     values = package_atomref_values(name)
-    digest = values_hash(values)
+    digest = atomref_values_hash(values)
     fitted = np.isfinite(values) & (np.abs(values) > UNFITTED_BELOW)
     present = [s for s, ok in zip(SYMBOLS, fitted, strict=True) if ok]
     absent = [s for s, ok in zip(SYMBOLS, fitted, strict=True) if not ok]
@@ -152,10 +148,10 @@ def ensure_package_atomref(session: Session, name: str) -> StoredAtomRef:
             provenance={
                 "description": ref.description,
                 "chgnet_version": chgnet_version(),
-                "model": "CHGNet.load()" if ref.model_name is None else f"CHGNet.load(model_name={ref.model_name!r})",
+                "model": SHIPPED_MODELS[name].load_call,
                 "composition_model": ref.composition_model,
             },
-            fit_key=_key({"package": name, "values_hash": digest}),
+            fit_key=json_digest({"package": name, "values_hash": digest}),
             crossfid_version=crossfid.__version__,
         )
         .on_conflict_do_nothing()
@@ -272,7 +268,7 @@ def fit_split_atomref(
             raise AtomRefStoreError(f"split {split.id} is not frozen: only frozen splits can be fitted on")
         fill = resolve_atomref(session, fill_from) if fill_from is not None else None
         pri = resolve_atomref(session, prior) if prior is not None else None
-        key = _key(
+        key = json_digest(
             {
                 "fit_version": FIT_VERSION,
                 "split_hash": split.content_hash,
@@ -338,7 +334,7 @@ def store_entries_fit(
     provenance: dict[str, Any] | None = None,
 ) -> StoredAtomRef:
     """Store (once) an AtomRef fitted on reference entries, keyed by the hash of its input data."""
-    key = _key({"fit_version": FIT_VERSION, "entries": input_hash, "weighting": fit.weighting})
+    key = json_digest({"fit_version": FIT_VERSION, "entries": input_hash, "weighting": fit.weighting})
     existing = session.scalars(select(AtomRefRow).where(AtomRefRow.fit_key == key)).one_or_none()
     if existing is not None:
         return _stored(session, existing)
@@ -410,3 +406,16 @@ def _insert_fit(
     )
     session.execute(stmt)
     return session.scalars(select(AtomRefRow).where(AtomRefRow.fit_key == key)).one()
+
+
+def list_all_atomrefs(engine: Engine) -> list[StoredAtomRef]:
+    """Every stored AtomRef, chgnet's shipped ones registered first (one transaction)."""
+    with Session(engine) as session, session.begin():
+        ensure_package_atomrefs(session)
+        return list_atomrefs(session)
+
+
+def load_atomrefs(engine: Engine, *refs: str | int) -> list[StoredAtomRef]:
+    """The AtomRefs named by id or name, in the order given (see :func:`resolve_atomref`)."""
+    with Session(engine) as session, session.begin():
+        return [resolve_atomref(session, ref) for ref in refs]

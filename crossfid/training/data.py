@@ -22,6 +22,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from crossfid.db.models import Split, SplitSubset
+from crossfid.errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -116,9 +117,9 @@ def load_split_frames(
     All arrays are read in one query.
     """
     if part not in PARTS:
-        raise ValueError(f"unknown split part {part!r}; one of {', '.join(PARTS)}")
+        raise InputError(f"unknown split part {part!r}; one of {', '.join(PARTS)}")
     if session.get(Split, split_id) is None:
-        raise ValueError(f"no split with id {split_id}")
+        raise InputError(f"no split with id {split_id}")
     params: dict[str, Any] = {"split": split_id, "part": part}
     subset = ""
     if subset_size is not None:
@@ -127,7 +128,7 @@ def load_split_frames(
         subset = _SUBSET_SQL
     rows = session.execute(text(_FRAMES_SQL.format(subset=subset)), params).all()
     if subset_size is not None and len(rows) != subset_size:
-        raise ValueError(
+        raise InputError(
             f"split {split_id}: the training subset of {subset_size} frames matches {len(rows)} training frames"
         )
     return [_frame_from_row(row) for row in rows]
@@ -135,13 +136,13 @@ def load_split_frames(
 
 def _check_subset(session: Session, split_id: int, part: str, size: Any) -> None:
     if part != "train":
-        raise ValueError(f"nested subsets are subsets of the training part, not of {part!r}")
+        raise InputError(f"nested subsets are subsets of the training part, not of {part!r}")
     sizes = list(
         session.scalars(select(SplitSubset.size).where(SplitSubset.split_id == split_id).order_by(SplitSubset.size))
     )
     if isinstance(size, bool) or size not in sizes:
         have = ", ".join(map(str, sizes)) if sizes else "none"
-        raise ValueError(f"split {split_id} has no training subset of size {size!r}; subset sizes: {have}")
+        raise InputError(f"split {split_id} has no training subset of size {size!r}; subset sizes: {have}")
 
 
 def _frame_from_row(row: Any) -> LabelledFrame:
@@ -167,9 +168,9 @@ def _target_keys(targets: str) -> str:
     """``targets`` checked (letters of ``efsm``, each once, energy included) and put in e-f-s-m order."""
     unknown = sorted(set(targets) - set(TARGET_KEYS))
     if unknown or len(set(targets)) != len(targets):
-        raise ValueError(f"targets must be distinct letters of {TARGET_KEYS!r}, got {targets!r}")
+        raise InputError(f"targets must be distinct letters of {TARGET_KEYS!r}, got {targets!r}")
     if "e" not in targets:
-        raise ValueError(f"targets must include the energy 'e' (CHGNet always trains on it), got {targets!r}")
+        raise InputError(f"targets must include the energy 'e' (CHGNet always trains on it), got {targets!r}")
     return "".join(key for key in TARGET_KEYS if key in targets)
 
 
@@ -189,14 +190,14 @@ def available_targets(frames: Sequence[LabelledFrame], requested: str = TARGET_K
     """
     keys = _target_keys(requested)
     if not frames:
-        raise ValueError("no frames to train on")
+        raise InputError("no frames to train on")
     n = len(frames)
     kept, warnings = [], []
     for key in keys:
         name = TARGET_NAMES[key]
         n_labelled = sum(frame.has_label(key) for frame in frames)
         if n_labelled == 0 and key == "e":
-            raise ValueError(f"none of the {n} frames has an energy label")
+            raise InputError(f"none of the {n} frames has an energy label")
         if n_labelled == 0:
             warnings.append(f"No frame has {name} labels: the {name} target ({key!r}) is dropped from the loss.")
             continue

@@ -16,8 +16,6 @@ CHGNET_NOTES); it matters on a GPU and for large datasets converted repeatedly.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import re
@@ -27,7 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crossfid.config import Settings
+from crossfid.errors import InputError
+from crossfid.hashing import json_digest
 from crossfid.training.data import LabelledFrame
 
 if TYPE_CHECKING:
@@ -57,13 +56,8 @@ _GRAPH_FIELDS = frozenset(
 )
 
 
-class GraphConversionError(ValueError):
+class GraphConversionError(InputError):
     """chgnet could not convert a frame to a graph (e.g. an isolated atom beyond the cutoff)."""
-
-
-def cache_root(settings: Settings | None = None) -> Path:
-    """Default cache directory: ``$CROSSFID_HOME/cache/graphs``."""
-    return (settings or Settings.from_env()).home / "cache" / "graphs"
 
 
 def converter_settings(converter: Any) -> dict[str, Any]:
@@ -82,8 +76,7 @@ def converter_settings(converter: Any) -> dict[str, Any]:
 
 def converter_key(converter: Any) -> str:
     """SHA-256 (hex) of :func:`converter_settings`."""
-    payload = json.dumps(converter_settings(converter), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return json_digest(converter_settings(converter))
 
 
 class GraphCache:

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from crossfid.errors import InputError
+
 #: optimiser names accepted (torch.optim classes; SGD with momentum 0.9, AdamW with weight decay 0.01, as chgnet)
 OPTIMIZERS: tuple[str, ...] = ("Adam", "AdamW", "RAdam", "SGD")
 #: loss criteria of chgnet's CombinedLoss
@@ -32,7 +34,7 @@ _FLOATS = (
 )
 
 
-class HyperparameterError(ValueError):
+class HyperparameterError(InputError):
     """A hyperparameter that is unknown, of the wrong type or out of range."""
 
 

@@ -13,7 +13,9 @@ gradient statistics of the study's Fig. 3a) and asks it to stop with
 uninterrupted one (the shuffle order of epoch *k* depends only on ``(seed, k)``).
 
 Metrics are chgnet's ``CombinedLoss`` MAEs, averaged over batches weighted by
-their sizes, in meV/atom (energy), meV/Å (forces), GPa (stress) and μB (magmoms).
+their sizes (so the mean |error| over all labelled components,
+:func:`crossfid.training.metrics.reported_mae`), in meV/atom (energy), meV/Å (forces),
+GPa (stress) and μB (magmoms).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from chgnet.graph import CrystalGraph
 from chgnet.trainer.trainer import CombinedLoss
 from torch import Tensor
 
+from crossfid.errors import InputError, StateError
 from crossfid.training.hyperparameters import Hyperparameters, canonical_targets
+from crossfid.training.metrics import QUANTITIES, reported_mae
 
 if TYPE_CHECKING:
     from chgnet.model import CHGNet
@@ -55,16 +59,16 @@ GRADIENT_LAYERS: dict[str, str] = {
     "AtomRef": "composition_model.fc.weight",
 }
 
-#: CombinedLoss MAE units (eV/atom, eV/Å, GPa, μB) → reported units (meV/atom, meV/Å, GPa, μB)
-_MAE_SCALE = {"e": 1000.0, "f": 1000.0, "s": 1.0, "m": 1.0}
-_MAE_FIELD = {"e": "energy_mae", "f": "force_mae", "s": "stress_mae", "m": "magmom_mae"}
+
+class TrainingError(StateError, ValueError):
+    """Training cannot go on: bad inputs or requests, a state that does not fit the run, or a diverged model.
+
+    A :class:`crossfid.errors.StateError` (so a ``RuntimeError``) and a ``ValueError``, as the loop and
+    the run orchestration raised before they shared this class.
+    """
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on: bad inputs, a state that does not fit the run, or a diverged model."""
-
-
-class DeviceError(ValueError):
+class DeviceError(InputError):
     """A device that does not exist on this machine."""
 
 
@@ -444,8 +448,7 @@ class _Meter:
 
     def result(self) -> PartMetrics:
         maes = {
-            _MAE_FIELD[key]: self.sums[key] / self.sizes[key] * _MAE_SCALE[key] if self.sizes.get(key) else None
-            for key in "efsm"
+            QUANTITIES[key].name: reported_mae(key, self.sums.get(key, 0.0), self.sizes.get(key, 0)) for key in "efsm"
         }
         loss = self.loss / self.n_structures if self.n_structures else None
         return PartMetrics(**maes, loss=loss, n_structures=self.n_structures)

@@ -1,4 +1,8 @@
-"""The four transfer methods of the study as model set-ups: which weights start where, which are trainable.
+"""The transfer methods of the study as model set-ups: which weights start where, which are trainable.
+
+The methods are defined once, in :data:`crossfid.vocabulary.TRAINING_METHODS`
+(name, the study's label and three flags); this module turns a method's flags into
+a model. The study's four:
 
 1. ``scratch``: random GNN weights (the base model's architecture), AtomRef set to
    the target fit and frozen.
@@ -18,18 +22,22 @@ from typing import Any
 
 import numpy as np
 
-METHODS: tuple[str, ...] = ("scratch", "tl-trainable-atomref", "tl-frozen-atomref", "tl-refit-atomref")
+from crossfid.errors import InputError
+from crossfid.potentials.base import Potential
+from crossfid.vocabulary import TRAINING_METHODS, TrainingMethod
+
+#: the method registry: name → its definition in :data:`crossfid.vocabulary.TRAINING_METHODS`
+METHODS: dict[str, TrainingMethod] = {m.name: m for m in TRAINING_METHODS}
 #: the methods that need the target AtomRef
-NEEDS_TARGET_ATOMREF = frozenset({"scratch", "tl-refit-atomref"})
+NEEDS_TARGET_ATOMREF = frozenset(m.name for m in TRAINING_METHODS if m.target_atomref)
 
 
-class MethodError(ValueError):
+class MethodError(InputError):
     """An unknown method, or a target AtomRef that cannot be put into a model."""
 
 
-def _set_atomref(model: Any, values: np.ndarray) -> None:
-    import torch
-
+def _set_atomref(potential: Potential, values: np.ndarray) -> None:
+    """Check the target AtomRef (eV/atom, every element present) and write it into the potential's model."""
     from crossfid.referencing.composition import N_ELEMENTS, SYMBOLS
 
     array = np.asarray(values, dtype=float).ravel()
@@ -41,44 +49,30 @@ def _set_atomref(model: Any, values: np.ndarray) -> None:
             f"the target AtomRef has no value for {', '.join(missing)}; refit it with --fill-from "
             "(e.g. chgnet-r2scan) so that every element a model may see has one"
         )
-    weight = model.composition_model.fc.weight
-    with torch.no_grad():
-        weight.copy_(torch.as_tensor(array, dtype=weight.dtype).view_as(weight))
-    model.composition_model.fitted = True
+    potential.set_atomref(array)
 
 
-def set_up_model(method: str, base_model: Any, target_atomref: np.ndarray | None = None, *, seed: int = 0) -> Any:
-    """A CHGNet model prepared for ``method``: starting weights, AtomRef and ``requires_grad`` flags.
+def set_up_model(method: str, base: Potential, target_atomref: np.ndarray | None = None, *, seed: int = 0) -> Any:
+    """The base potential's native model (a CHGNet) prepared for ``method``: weights, AtomRef, ``requires_grad``.
 
-    ``base_model`` is not modified (transfer methods get a deep copy).
+    ``base`` is not modified (transfer methods get a deep copy).
     ``target_atomref``: the 94 target-fidelity AtomRef energies (eV/atom), required
     by ``scratch`` and ``tl-refit-atomref``.
     """
-    import contextlib
-    import copy
-    import io
-
-    import torch
-    from chgnet.model import CHGNet
-
     if method not in METHODS:
         raise MethodError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
-    if method in NEEDS_TARGET_ATOMREF and target_atomref is None:
+    spec = METHODS[method]
+    if spec.target_atomref and target_atomref is None:
         raise MethodError(f"method {method} needs the target AtomRef")
-    if method == "scratch":
-        torch.manual_seed(seed)
-        with contextlib.redirect_stdout(io.StringIO()):  # CHGNet() prints a banner
-            model = CHGNet(**base_model.todict()["model_args"])
-    else:
-        model = copy.deepcopy(base_model)
-    for parameter in model.parameters():
+    potential = base.new_untrained(seed) if spec.from_scratch else base.copy()
+    for parameter in potential.model.parameters():
         parameter.requires_grad_(True)
-    if method in NEEDS_TARGET_ATOMREF:
-        _set_atomref(model, target_atomref)
-    if method != "tl-trainable-atomref":
-        for parameter in model.composition_model.parameters():
+    if spec.target_atomref:
+        _set_atomref(potential, target_atomref)
+    if not spec.atomref_trainable:
+        for parameter in potential.atomref_parameters():
             parameter.requires_grad_(False)
-    return model
+    return potential.model
 
 
 def trainable_parameter_names(model: Any) -> list[str]:

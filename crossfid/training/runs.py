@@ -35,28 +35,35 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 import crossfid
-from crossfid.config import Settings
-from crossfid.curation.splits import resolve_split
+from crossfid.curation.split_store import resolve_split
 from crossfid.db.models import Dataset, SplitMember, SplitSubset, TrainingEpoch, TrainingGradient, TrainingRun
+from crossfid.hashing import sha256_file
+from crossfid.potentials.base import load_potential
+from crossfid.potentials.chgnet import chgnet_version
 from crossfid.referencing.composition import SYMBOLS
-from crossfid.referencing.package_atomrefs import chgnet_version, package_atomref_for
+from crossfid.referencing.package_atomrefs import package_atomref_for
 from crossfid.referencing.store import StoredAtomRef, fit_split_atomref, resolve_atomref
-from crossfid.signals import stop_on_signals
+from crossfid.runtime.paths import DataDirs
+from crossfid.runtime.signals import stop_on_signals
 from crossfid.training.data import available_targets, frame_targets, load_split_frames, validate_frames
-from crossfid.training.graph_cache import GraphCache, cache_root
+from crossfid.training.graph_cache import GraphCache
 from crossfid.training.hyperparameters import Hyperparameters
-from crossfid.training.loop import EpochResult, GradientRecord, TrainState, evaluate, resolve_device, train
+from crossfid.training.loop import (
+    EpochResult,
+    GradientRecord,
+    TrainingError,
+    TrainState,
+    evaluate,
+    resolve_device,
+    train,
+)
 from crossfid.training.methods import NEEDS_TARGET_ATOMREF, set_up_model
 from crossfid.training.registry import (
-    load_registered_model,
+    model_spec,
     register_trained_model,
     resolve_model,
     save_weights,
 )
-
-
-class TrainingError(ValueError):
-    """A run that cannot start or resume as asked."""
 
 
 @dataclass(frozen=True)
@@ -82,11 +89,6 @@ class RunSummary:
     models: dict[str, int]  # role → model id
     graph_cache: dict[str, Any]
     warnings: tuple[str, ...]
-
-
-def runs_root(settings: Settings | None = None) -> Path:
-    """Where run checkpoints are written: ``$CROSSFID_HOME/runs``."""
-    return (settings or Settings.from_env()).home / "runs"
 
 
 # --------------------------------------------------------------------------- AtomRef of the model
@@ -142,7 +144,7 @@ def _load_data(session: Session, split_id: int, subset_size: int | None, model: 
     if problems:
         raise TrainingError(f"{len(problems)} frames cannot be trained on: " + "; ".join(problems[:5]))
     targets, warnings = available_targets(parts["train"], hp.targets)
-    cache = GraphCache(cache_root(), model.graph_converter)
+    cache = GraphCache(DataDirs.from_settings().graph_cache, model.graph_converter)
     items = {
         part: list(zip(cache.graphs(frames), (frame_targets(f, targets) for f in frames), strict=True))
         for part, frames in parts.items()
@@ -287,7 +289,7 @@ def start_run(engine: Engine, request: TrainRequest) -> int:
         )
         session.add(run)
         session.flush()
-        run.checkpoint_dir = str(runs_root() / f"run-{run.id}")
+        run.checkpoint_dir = str(DataDirs.from_settings().runs / f"run-{run.id}")
         return run.id
 
 
@@ -321,8 +323,7 @@ def run_training(engine: Engine, run_id: int, *, resume: bool = False) -> RunSum
         base_atomref = resolve_atomref(session, base.atomref_id)
         atomref_ref = None if run.method not in NEEDS_TARGET_ATOMREF else run.atomref_id
         _, values, _ = model_atomref(session, run.method, base_atomref, run.split_id, run.fidelities, atomref_ref)
-        base_model = load_registered_model(base)
-        model = set_up_model(run.method, base_model, values, seed=hp.seed)
+        model = set_up_model(run.method, load_potential(model_spec(base)), values, seed=hp.seed)
         data = _load_data(session, run.split_id, run.subset_size, model, hp)
         method, device, checkpoint_dir = run.method, run.device, Path(run.checkpoint_dir)
         fidelities, atomref_id = list(run.fidelities), run.atomref_id
@@ -380,12 +381,10 @@ def _finish(
     model.load_state_dict(best["model"]["state_dict"])
     test = evaluate(model, data.test, data.targets, hp, device) if data.test else None
     test_metrics = None if test is None else _metrics_dict(test)
-    from crossfid.training.registry import file_sha256
-
     models = {}
     with Session(engine) as session, session.begin():
         for role, path, sha, epoch in (
-            ("best", best_path, file_sha256(best_path), state.best_epoch),
+            ("best", best_path, sha256_file(best_path), state.best_epoch),
             ("last", checkpoint_dir / "last-weights.pt", last_sha, state.epoch),
         ):
             row = register_trained_model(

@@ -124,7 +124,7 @@ FUNCTIONS = {
     # A frozen split's nested subsets are a function of the split: the first SIZE training
     # frames ordered by sha256("{seed}\\0{content hash}"), then the hash, then the frame's
     # stable key (material, task, source, ionic step), exactly as
-    # crossfid.curation.splits.create_split writes them (code-point order = COLLATE "C").
+    # crossfid.curation.split_store.create_split writes them (code-point order = COLLATE "C").
     "crossfid_guard_split_subsets()": r"""
         CREATE FUNCTION crossfid_guard_split_subsets() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE

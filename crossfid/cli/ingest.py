@@ -1,8 +1,7 @@
 """``crossfid ingest <source>``: one sub-command per source, all through the same loader.
 
-Every command prints a progress bar and a summary (tasks, frames, reference
-entries added; already present; quarantined) and exits 0 when everything was
-stored, 3 when some input was quarantined, 1 on error.
+Every command prints a progress bar and a summary (tasks, frames, reference entries added; already present;
+quarantined) and exits 0 when everything was stored, 3 when some input was quarantined, 1 on error.
 """
 
 from __future__ import annotations
@@ -11,52 +10,45 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-ingest_app = typer.Typer(
+from crossfid.cli.options import InProcessWorkers, Scheduler, fidelities, fidelity, values
+from crossfid.cli.render import out
+
+app = typer.Typer(
     help="Bring DFT data into the database (idempotent; bad records are quarantined).", no_args_is_help=True
 )
-console = Console()
 
 #: source names rows are filed under; ingesting the same task through two paths of one source is idempotent
 MP_SOURCE = "materials-project"
+#: fidelities ``ingest mp`` fetches unless told otherwise
+MP_FIDELITIES = ("GGA", "GGA+U", "r2SCAN")
 
 Files = Annotated[list[Path], typer.Argument(help="Input files.", exists=True, dir_okay=False, resolve_path=True)]
 
 
-def _fidelity(label: str | None) -> str | None:
-    from crossfid.ingest.fidelity import fidelity_from_label
-
-    return None if label is None else fidelity_from_label(label)
-
-
-def _run_ingest(source_name: str, source_kind: str, records, *, arguments: dict, **kwargs) -> tuple[object, int]:
-    """:func:`~crossfid.ingest.runner.run_ingest` with storable names: a file name that is not UTF-8 (lone
-    surrogates) or holds a NUL is written with escapes in the source name and the run's arguments."""
+def _ingest(source_name: str, source_kind: str, records, *, arguments: dict, **kwargs) -> None:
+    """:func:`~crossfid.ingest.runner.run_ingest` with storable names (a file name that is not UTF-8 or holds a
+    NUL is written with escapes in the source name and the run's arguments); exits with its status."""
     from crossfid.ingest.records import escape_text, escape_unstorable
     from crossfid.ingest.runner import run_ingest
 
-    return run_ingest(escape_text(source_name), source_kind, records, arguments=escape_unstorable(arguments), **kwargs)
-
-
-def _finish(code: int) -> None:
+    _, code = run_ingest(
+        escape_text(source_name), source_kind, records, arguments=escape_unstorable(arguments), console=out, **kwargs
+    )
     if code:
         raise typer.Exit(code)
 
 
-def _split(values: list[str] | None) -> list[str]:
-    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
-
-
-@ingest_app.command("mp")
-def ingest_mp(
+@app.command("mp")
+def mp(
     material_ids: Annotated[
         list[str] | None, typer.Option("--material-ids", "-m", help="Material ids, e.g. mp-149,mp-19770.")
     ] = None,
     chemsys: Annotated[list[str] | None, typer.Option(help="Chemical systems, e.g. Fe-O.")] = None,
     formula: Annotated[list[str] | None, typer.Option(help="Formulas, e.g. Fe2O3.")] = None,
     fidelity: Annotated[
-        list[str] | None, typer.Option("--fidelity", "-f", help="Fidelities to fetch (default GGA,GGA+U,r2SCAN).")
+        list[str] | None,
+        typer.Option("--fidelity", "-f", help="Fidelities to fetch.", show_default=",".join(MP_FIDELITIES)),
     ] = None,
     endpoint: Annotated[
         str | None, typer.Option(help="API endpoint (default: the public Materials Project API).")
@@ -67,30 +59,26 @@ def ingest_mp(
     from crossfid.ingest.mp_api import read_materials_project
 
     key = Settings.from_env().require_mp_api_key()
-    fidelities = [_fidelity(f) for f in _split(fidelity)] or ["GGA", "GGA+U", "r2SCAN"]
-    selection = {"material_ids": _split(material_ids), "chemsys": _split(chemsys), "formula": _split(formula)}
+    chosen = fidelities(fidelity) or list(MP_FIDELITIES)
+    selection = {"material_ids": values(material_ids), "chemsys": values(chemsys), "formula": values(formula)}
     records = read_materials_project(
-        **{k: v or None for k, v in selection.items()}, fidelities=fidelities, api_key=key.reveal(), endpoint=endpoint
+        **{k: v or None for k, v in selection.items()}, fidelities=chosen, api_key=key.reveal(), endpoint=endpoint
     )
-    arguments = {**selection, "fidelities": fidelities, "endpoint": endpoint}  # never the key
-    _, code = _run_ingest(MP_SOURCE, "mp-api", records, arguments=arguments, console=console)
-    _finish(code)
+    _ingest(MP_SOURCE, "mp-api", records, arguments={**selection, "fidelities": chosen, "endpoint": endpoint})
 
 
-@ingest_app.command("mp-docs")
-def ingest_mp_docs(files: Files) -> None:
+@app.command("mp-docs")
+def mp_docs(files: Files) -> None:
     """Materials Project task documents saved to JSON / JSON.gz files (one document or a list)."""
     from crossfid.ingest.mp_docs import read_mp_docs
 
-    records = read_mp_docs(files)
-    _, code = _run_ingest(MP_SOURCE, "mp-docs", records, arguments={"files": [str(f) for f in files]}, console=console)
-    _finish(code)
+    _ingest(MP_SOURCE, "mp-docs", read_mp_docs(files), arguments={"files": [str(f) for f in files]})
 
 
-@ingest_app.command("mptrj")
-def ingest_mptrj(
+@app.command("mptrj")
+def mptrj(
     file: Annotated[Path, typer.Argument(help="MPtrj-format JSON or JSON.gz.", exists=True, dir_okay=False)],
-    fidelity: Annotated[
+    fidelity_label: Annotated[
         str,
         typer.Option(
             "--fidelity",
@@ -104,15 +92,14 @@ def ingest_mptrj(
     """MPtrj-format JSON ({mp_id: {frame_id: frame}}), streamed; also the MP-r2SCAN release."""
     from crossfid.ingest.mptrj import MP_GGA_AUTO, read_mptrj
 
-    fid = MP_GGA_AUTO if fidelity.replace(" ", "").upper() in ("GGA/GGA+U", "MPTRJ") else _fidelity(fidelity)
+    auto = fidelity_label.replace(" ", "").upper() in ("GGA/GGA+U", "MPTRJ")
+    fid = MP_GGA_AUTO if auto else fidelity(fidelity_label)
     name = source or f"mptrj:{file.name.split('.')[0]}"
-    records = read_mptrj(file, fid)
-    _, code = _run_ingest(name, "mptrj", records, arguments={"file": str(file), "fidelity": fid}, console=console)
-    _finish(code)
+    _ingest(name, "mptrj", read_mptrj(file, fid), arguments={"file": str(file), "fidelity": fid})
 
 
-@ingest_app.command("matpes")
-def ingest_matpes(
+@app.command("matpes")
+def matpes(
     files: Files,
     stress_unit: Annotated[
         str, typer.Option(help="Unit of the stress field: kbar_vasp (VASP sign) or gpa_ase.")
@@ -126,13 +113,11 @@ def ingest_matpes(
         for file in files:
             yield from read_matpes(file, stress_unit=stress_unit)
 
-    arguments = {"files": [str(f) for f in files], "stress_unit": stress_unit}
-    _, code = _run_ingest(source, "matpes", records(), arguments=arguments, console=console)
-    _finish(code)
+    _ingest(source, "matpes", records(), arguments={"files": [str(f) for f in files], "stress_unit": stress_unit})
 
 
-@ingest_app.command("vasp")
-def ingest_vasp(
+@app.command("vasp")
+def vasp(
     roots: Annotated[list[Path], typer.Argument(help="Calculation directories or trees of them.", exists=True)],
     material_id: Annotated[str | None, typer.Option(help="Material id for all calculations found.")] = None,
     source: Annotated[str, typer.Option(help="Source name.")] = "vasp",
@@ -141,17 +126,15 @@ def ingest_vasp(
     from crossfid.ingest.vasp_dirs import find_calculations, read_vasp_dirs
 
     roots = [r.resolve() for r in roots]
-    console.print(f"found {len(find_calculations(roots))} calculation directories")
+    out.print(f"found {len(find_calculations(roots))} calculation directories")
     records = read_vasp_dirs(roots, material_id=material_id)
-    arguments = {"roots": [str(r) for r in roots], "material_id": material_id}
-    _, code = _run_ingest(source, "vasp", records, arguments=arguments, console=console)
-    _finish(code)
+    _ingest(source, "vasp", records, arguments={"roots": [str(r) for r in roots], "material_id": material_id})
 
 
-@ingest_app.command("extxyz")
-def ingest_extxyz(
+@app.command("extxyz")
+def extxyz(
     files: Files,
-    fidelity: Annotated[
+    fidelity_label: Annotated[
         str | None, typer.Option("--fidelity", "-f", help="Fidelity (else read from each frame's info).")
     ] = None,
     material_id: Annotated[str | None, typer.Option(help="Material id (else from info or the structure).")] = None,
@@ -164,7 +147,7 @@ def ingest_extxyz(
     """extxyz or any ASE-readable trajectory."""
     from crossfid.ingest.ase_traj import read_ase_trajectory
 
-    fid = _fidelity(fidelity)
+    fid = fidelity(fidelity_label)
 
     def records():
         for file in files:
@@ -173,44 +156,47 @@ def ingest_extxyz(
             )
 
     arguments = {"files": [str(f) for f in files], "fidelity": fid, "material_id": material_id}
-    _, code = _run_ingest(source, "ase", records(), arguments=arguments, console=console)
-    _finish(code)
+    _ingest(source, "ase", records(), arguments=arguments)
 
 
-@ingest_app.command("demo")
-def ingest_demo(
+@app.command("demo")
+def demo(
     materials: Annotated[int, typer.Option("--materials", "-n", help="Number of materials.")] = 24,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    workers: Annotated[int, typer.Option(help="Dask worker processes for generation (0: in process).")] = 0,
+    workers: InProcessWorkers = 0,
+    scheduler: Scheduler = None,
     regenerate: Annotated[bool, typer.Option(help="Generate again even if the corpus file exists.")] = False,
 ) -> None:
     """A generated multi-fidelity corpus (CHGNet surrogate labels, not DFT) with known flaws, for offline use."""
-    from crossfid.config import Settings
-    from crossfid.ingest import demo
+    from crossfid.demo import generator as corpus
+    from crossfid.ingest.demo import read_demo_corpus
 
-    path = demo.default_corpus_path(Settings.from_env().home, materials, seed)
+    path = corpus.default_corpus_path(_home(), materials, seed)
     manifest = None
     if path.exists() and not regenerate:
-        manifest = demo.load_demo_manifest(path)
+        manifest = corpus.load_demo_manifest(path)
         if manifest.settings != _default_demo_settings():
             manifest = None  # made with other settings: do not reuse it as the default corpus
         else:
-            console.print(f"reusing the demo corpus {path}")
+            out.print(f"reusing the demo corpus {path}")
     if manifest is None:
-        console.print(f"generating the demo corpus ({materials} materials, seed {seed}) → {path}")
-        manifest = _generate_demo(path, materials, seed, workers)
-        console.print(f"generated in {manifest.seconds:.0f} s")
+        out.print(f"generating the demo corpus ({materials} materials, seed {seed}) → {path}")
+        manifest = _generate_demo(path, materials, seed, workers, scheduler)
+        out.print(f"generated in {manifest.seconds:.0f} s")
     flaws = ", ".join(f"{kind} {count}" for kind, count in sorted(manifest.flaws.items()))
-    console.print(
+    out.print(
         f"corpus: {manifest.n_materials} materials, {manifest.n_tasks} tasks, {manifest.n_frames} frames, "
         f"{manifest.n_references} reference entries; injected flaws: {flaws}"
     )
     arguments = {"corpus": str(path), "materials": materials, "seed": seed}
     description = "generated by crossfid: labels from the CHGNet surrogate models, not DFT"
-    _, code = _run_ingest(
-        "demo", "demo", demo.read_demo_corpus(path), arguments=arguments, description=description, console=console
-    )
-    _finish(code)
+    _ingest("demo", "demo", read_demo_corpus(path), arguments=arguments, description=description)
+
+
+def _home() -> Path:
+    from crossfid.config import Settings
+
+    return Settings.from_env().home
 
 
 def _default_demo_settings() -> dict:
@@ -218,35 +204,26 @@ def _default_demo_settings() -> dict:
     import dataclasses
     import json
 
-    from crossfid.ingest import demo
+    from crossfid.demo import generator as corpus
 
-    return json.loads(json.dumps(dataclasses.asdict(demo.DemoSettings())))
+    return json.loads(json.dumps(dataclasses.asdict(corpus.DemoSettings())))
 
 
-def _generate_demo(path: Path, materials: int, seed: int, workers: int):
+def _generate_demo(path: Path, materials: int, seed: int, workers: int, scheduler: str | None):
     from rich.progress import Progress
 
-    from crossfid.ingest import demo
+    from crossfid.demo import generator as corpus
+    from crossfid.runtime.dask import dask_client, scheduler_address
 
-    client = None
-    cluster = None
-    if workers > 0:
-        from dask.distributed import Client, LocalCluster
-
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
-        client = Client(cluster)
-        console.print(f"dask dashboard: {client.dashboard_link}")
-    try:
-        with Progress(console=console, disable=not console.is_terminal) as progress:
+    with dask_client(workers, scheduler) as client:
+        if workers or scheduler_address(scheduler):
+            out.print(f"dask dashboard: {client.dashboard_link}")
+        with Progress(console=out, disable=not out.is_terminal) as progress:
             bar = progress.add_task("relaxing with CHGNet", total=materials)
 
             def on_progress(done: int, total: int) -> None:
                 progress.update(bar, completed=done, total=total)
 
-            return demo.generate_demo_corpus(
+            return corpus.generate_demo_corpus(
                 path, n_materials=materials, seed=seed, client=client, progress=on_progress
             )
-    finally:
-        if client is not None:
-            client.close()
-            cluster.close()

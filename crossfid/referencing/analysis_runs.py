@@ -1,7 +1,7 @@
 """Cross-fidelity analyses run on the database and stored with their figures.
 
 Each function reads reference entries (:mod:`crossfid.referencing.pairs`), calls
-the pure functions of :mod:`crossfid.referencing.analysis`, writes one
+the pure functions of :mod:`crossfid.referencing.cross_fidelity`, writes one
 ``cross_fidelity_analyses`` row (what was compared, with which AtomRefs, the
 numbers, the figure files) and returns it.
 
@@ -19,8 +19,6 @@ Which AtomRef is "each fidelity's own" (``--source-atomref`` / ``--target-atomre
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +29,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 import crossfid
-from crossfid.config import Settings
 from crossfid.curation.datasets import resolve_dataset
-from crossfid.curation.splits import resolve_split
+from crossfid.curation.split_store import resolve_split
 from crossfid.db.models import CrossFidelityAnalysis, Dataset
-from crossfid.referencing import analysis
+from crossfid.errors import InputError
+from crossfid.hashing import json_digest
+from crossfid.referencing import cross_fidelity
 from crossfid.referencing.atomref import fit_atomref, reference_energies
 from crossfid.referencing.corrections import CorrectionInput, mp2020_corrections
 from crossfid.referencing.package_atomrefs import package_atomref_for
@@ -53,12 +52,13 @@ from crossfid.referencing.store import (
     resolve_atomref,
     store_entries_fit,
 )
+from crossfid.runtime.paths import DataDirs
 
 #: a fit on reference entries is trusted for "auto" when materials ≥ this × identified element energies
 WELL_DETERMINED_RATIO = 2.0
 
 
-class AnalysisError(ValueError):
+class AnalysisError(InputError):
     """Not enough shared materials, or an AtomRef that cannot be applied to them."""
 
 
@@ -76,12 +76,7 @@ class AnalysisOutcome:
     source_atomref: StoredAtomRef | None = None
     target_atomref: StoredAtomRef | None = None
     notes: tuple[str, ...] = ()
-    report: analysis.TransferabilityReport | None = None
-
-
-def figures_dir(settings: Settings | None = None) -> Path:
-    """Where analysis figures are written: ``$CROSSFID_HOME/figures``."""
-    return (settings or Settings.from_env()).home / "figures"
+    report: cross_fidelity.TransferabilityReport | None = None
 
 
 # --------------------------------------------------------------------------- AtomRef choice
@@ -132,7 +127,7 @@ def _entries_hash(entries: FidelityEntries) -> str:
     payload = [
         [m, f, repr(float(e))] for m, f, e in zip(entries.material_ids, entries.fidelity, entries.label, strict=True)
     ]
-    return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+    return json_digest(payload)
 
 
 # --------------------------------------------------------------------------- shared steps
@@ -158,7 +153,7 @@ def _pairs(session: Session, source: Sequence[str], target: Sequence[str], datas
 
 def _referenced(pairs: PairedEntries, source_ref: StoredAtomRef, target_ref: StoredAtomRef):
     try:
-        return analysis.referenced_correlation(
+        return cross_fidelity.referenced_correlation(
             pairs.composition, pairs.source.label, pairs.target.label, source_ref.values, target_ref.values
         )
     except ValueError as exc:
@@ -245,7 +240,7 @@ def run_correlation(
     plot: bool = True,
 ) -> AnalysisOutcome:
     """Pearson and Spearman of energies per atom of two fidelities over shared materials, raw and referenced."""
-    out_dir = out_dir or figures_dir()
+    out_dir = out_dir or DataDirs.from_settings().figures
     with Session(engine) as session, session.begin():
         ds = _dataset(session, dataset)
         src, tgt, pairs = _pairs(session, source, target, ds)
@@ -282,7 +277,7 @@ def run_shifts(
     with Session(engine) as session, session.begin():
         ds = _dataset(session, dataset)
         _, _, pairs = _pairs(session, source, target, ds)
-        stats = analysis.shift_statistics(
+        stats = cross_fidelity.shift_statistics(
             pairs.composition, pairs.source.label, pairs.target.label, min_count=min_count
         )
         result = stats.to_dict() | {"material_ids": pairs.material_ids}
@@ -334,7 +329,7 @@ def _formation(
     entries at that fidelity; elements without one take the fidelity's AtomRef
     value. Returns the energies and how many materials used each basis.
     """
-    mu = analysis.elemental_references(entries_composition(entries), entries.energy)
+    mu = cross_fidelity.elemental_references(entries_composition(entries), entries.energy)
     used = composition > 0
     from_atomref = used & ~np.isfinite(mu)[None, :]
     mu_full = np.where(np.isfinite(mu), mu, atomref.values)
@@ -368,7 +363,7 @@ def run_importance(
     """
     if corrections not in ("none", "mp2020", "both"):
         raise AnalysisError(f"unknown corrections {corrections!r} (none, mp2020 or both)")
-    out_dir = out_dir or figures_dir()
+    out_dir = out_dir or DataDirs.from_settings().figures
     variants = ["none", "mp2020"] if corrections == "both" else [corrections]
     with Session(engine) as session, session.begin():
         ds = _dataset(session, dataset)
@@ -394,7 +389,7 @@ def run_importance(
             except ValueError as exc:
                 raise AnalysisError(f"cannot compute {label(source)} formation energies: {exc}") from exc
             difference = source_f - target_f[keep]
-            importance = analysis.element_importance(
+            importance = cross_fidelity.element_importance(
                 pairs.composition[keep],
                 difference,
                 atom_counts=pairs.atom_counts()[keep],
@@ -448,7 +443,7 @@ def run_transferability(
     *,
     source_atomref: str | int = "auto",
     target_atomref: str | int = "auto",
-    model_accuracy: float = analysis.MODEL_ACCURACY,
+    model_accuracy: float = cross_fidelity.MODEL_ACCURACY,
     out_dir: Path | None = None,
     plot: bool = True,
 ) -> AnalysisOutcome:
@@ -461,7 +456,7 @@ def run_transferability(
     (fewer than two materials per element energy) the correlation uses chgnet's
     shipped AtomRef of the target fidelity instead, and the note says so.
     """
-    out_dir = out_dir or figures_dir()
+    out_dir = out_dir or DataDirs.from_settings().figures
     with Session(engine) as session:
         split_id = resolve_split(session, split).id
     # the default fit of the split (frame-weighted, no fill, no prior): fitted once, then found by its key
@@ -483,9 +478,9 @@ def run_transferability(
         else:
             t_ref, t_note = choose_atomref(session, target_atomref, target, tgt, ds)
         corr = _referenced(pairs, s_ref, t_ref)
-        shifts = analysis.shift_statistics(pairs.composition, pairs.source.label, pairs.target.label)
+        shifts = cross_fidelity.shift_statistics(pairs.composition, pairs.source.label, pairs.target.label)
         source_elements = {el for f in all_source.formulas for el in _elements(f)}
-        report = analysis.transferability_report(
+        report = cross_fidelity.transferability_report(
             source_label=label(source),
             target_label=label(target),
             correlation=corr,

@@ -1,0 +1,5 @@
+"""``python -m crossfid.cli``."""
+
+from crossfid.cli import main
+
+main()

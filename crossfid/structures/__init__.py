@@ -1,0 +1,1 @@
+"""Crystal structures built from parameters (no model, no database)."""
