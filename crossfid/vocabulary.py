@@ -4,7 +4,7 @@ The database enforces them: fidelities are rows of the ``fidelities`` table
 (``tasks.fidelity`` and ``reference_entries.fidelity`` are foreign keys to it),
 the other word lists are CHECK constraints. Migrations never import this module:
 each one that sets a vocabulary keeps a frozen copy (``VOCABULARIES`` in the
-migration file), and ``tests/test_migrations.py`` requires the newest frozen copy
+migration file), and ``tests/db/test_migrate.py`` requires the newest frozen copy
 of every vocabulary to equal the one here, so changing a word list here without a
 migration fails the tests. The exact functional string (e.g. ``PBE+U``,
 ``r2SCAN``) of a calculation lives next to its coarse fidelity in ``tasks.run_type``.

@@ -16,7 +16,7 @@ keeps a frozen copy (``VOCABULARIES``, ``LEADERBOARD_COLUMNS``) and generates fr
   table. The view it creates from these rows has the columns and numbers of revision
   0005's.
 
-``tests/test_migrations.py`` requires the newest frozen copy of each vocabulary (the
+``tests/db/test_migrate.py`` requires the newest frozen copy of each vocabulary (the
 newest revision whose ``VOCABULARIES`` has the key) and the ``leaderboard_columns``
 rows to equal the live Python ones. The rule: a later revision that changes a word
 list copies this one's ``_replace_check`` and sets its own ``VOCABULARIES`` entry; one

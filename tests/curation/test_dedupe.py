@@ -326,7 +326,7 @@ def test_emt_relaxations_need_five_times_fewer_fit_calls():
     import sys
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("perf_dedupe", Path(__file__).parents[1] / "perf" / "dedupe.py")
+    spec = importlib.util.spec_from_file_location("perf_dedupe", Path(__file__).parents[2] / "perf" / "dedupe.py")
     perf = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = perf  # dataclasses look their module up
     try:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
-import synthetic
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
+from support import synthetic
 
 from crossfid.db.models import Frame as FrameRow
 from crossfid.db.models import IngestRun, Quarantine, RawDocument, ReferenceEntry, Task
@@ -116,7 +116,7 @@ CRASH_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from crossfid.db.engine import make_engine
     from crossfid.ingest.loader import ingest
-    import synthetic
+    from support import synthetic
 
     def slow():
         for i in range({n}):
@@ -132,7 +132,7 @@ CRASH_SCRIPT = textwrap.dedent(
 def test_kill_9_mid_ingest_leaves_no_partial_task_and_rerun_completes(engine, database_url, tmp_path):
     n, batch = 60, 10
     script = tmp_path / "ingest.py"
-    script.write_text(CRASH_SCRIPT.format(tests=str(Path(__file__).parent), n=n, batch=batch, url=database_url))
+    script.write_text(CRASH_SCRIPT.format(tests=str(Path(__file__).parents[1]), n=n, batch=batch, url=database_url))
     process = subprocess.Popen([sys.executable, str(script)], env={**os.environ})
     deadline = time.monotonic() + 120
     with psycopg.connect(database_url, autocommit=True) as conn:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
-from test_datasets import _bundle, _trajectory, corpus, curate, load
+from support.curation_corpus import corpus, curate, load, make_bundle, make_trajectory
 from typer.testing import CliRunner
 
 from crossfid.benchmarks.leaderboard import refresh
@@ -257,11 +257,13 @@ def _twin_bundles() -> list[Bundle]:
     for k in range(3):
         rng = np.random.default_rng(70 + k)
         numbers = [12 + k, 8] * 2
-        frames = _trajectory(rng, numbers, 3)
+        frames = make_trajectory(rng, numbers, 3)
         for twin in (0, 1):
             copies = [Frame(**{**f.__dict__}) for f in frames]
             bundles.append(
-                _bundle(f"mp-{700 + 10 * twin + k}", numbers, copies, static=False, r2scan=False, ref_structure=False)
+                make_bundle(
+                    f"mp-{700 + 10 * twin + k}", numbers, copies, static=False, r2scan=False, ref_structure=False
+                )
             )
     return bundles
 
@@ -363,7 +365,11 @@ def test_decisions_and_run_of_a_frozen_dataset_cannot_be_changed(engine, frozen,
     numbers = [26, 8, 26, 8]
     load(
         engine,
-        [_bundle("mp-5000", numbers, _trajectory(rng, numbers, 2), static=False, r2scan=False, ref_structure=False)],
+        [
+            make_bundle(
+                "mp-5000", numbers, make_trajectory(rng, numbers, 2), static=False, r2scan=False, ref_structure=False
+            )
+        ],
     )
     with engine.connect() as conn:
         new_frame, new_material = conn.execute(
@@ -392,7 +398,9 @@ def test_legitimate_writes_still_work(engine, frozen):
     # ingest new tasks; change and delete frames no frozen dataset holds and no frozen run decided
     rng = np.random.default_rng(8)
     numbers = [29, 9, 29, 9]
-    new = _bundle("mp-6000", numbers, _trajectory(rng, numbers, 3), static=True, r2scan=False, ref_structure=False)
+    new = make_bundle(
+        "mp-6000", numbers, make_trajectory(rng, numbers, 3), static=True, r2scan=False, ref_structure=False
+    )
     load(engine, [new])
     material = Material.from_atomic_numbers("mp-6001", [30, 9])
     extra = Frame(0, np.eye(3) * 4, np.array([30, 9], dtype=np.int16), np.array([[0, 0, 0], [0.5, 0.5, 0.5]]), -7.0)

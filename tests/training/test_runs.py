@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from tiny_split import make_tiny_split
+from support.tiny_split import make_tiny_split
 from typer.testing import CliRunner
 
 from crossfid.db.models import ModelRow, TrainingEpoch, TrainingGradient, TrainingRun

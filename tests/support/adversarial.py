@@ -1,11 +1,11 @@
 """The adversarial corpus: hostile and careless input in every source format, mixed with good records.
 
-    python tests/adversarial.py OUTDIR [--bomb-mib 16] [--big-record-mib 2]
+    python tests/support/adversarial.py OUTDIR [--bomb-mib 16] [--big-record-mib 2]
 
 writes, under OUTDIR, one directory per source format (``mptrj/``, ``matpes/``,
 ``mp-docs/``, ``extxyz/``, ``vasp/``, ``demo/``) and prints what every case should
 become. :func:`write_corpus` does the same from Python and returns the
-:class:`Corpus` with those expectations; tests/test_adversarial_ingest.py ingests
+:class:`Corpus` with those expectations; tests/ingest/test_adversarial_inputs.py ingests
 each format through the real command line (the demo corpus through the real
 loader) and checks every expectation.
 
@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `support` importable
 
-from vasp_files import feo_run, vasprun_xml  # noqa: E402
+from support.vasp_files import feo_run, vasprun_xml  # noqa: E402
 
 DEEP = 100_000
 #: the environment the expectations assume: a small decompressed-size cap and record cap (bomb and big record)

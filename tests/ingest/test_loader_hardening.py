@@ -18,10 +18,10 @@ from dataclasses import replace
 import numpy as np
 import psycopg
 import pytest
-import synthetic
 from rich.console import Console
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from support import synthetic
 
 import crossfid.ingest.loader as loader
 from crossfid.ingest.loader import IngestSummary, escape_text, ingest, transient_kind

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
-from tiny_split import make_tiny_split
+from support.tiny_split import make_tiny_split
 
 from crossfid.benchmarks.leaderboard import parse_interval, read_leaderboard, refresh, run_every
 from crossfid.benchmarks.registry import default_benchmarks

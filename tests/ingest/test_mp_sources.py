@@ -1,6 +1,6 @@
 """Materials Project sources: the real mp_api client against a local API, and MP document files.
 
-The local API (tests/mp_server.py) serves emmet-core documents built from known
+The local API (tests/support/mp_server.py) serves emmet-core documents built from known
 values; these tests check that those values come out of the sources unchanged (in
 canonical units), that fidelity comes from the INCAR, and that the API key stays
 out of every record.
@@ -13,10 +13,10 @@ import gzip
 import json
 import warnings
 
-import mp_server
 import numpy as np
 import pytest
 from monty.serialization import dumpfn
+from support import mp_server
 
 from crossfid.ingest.mp_api import (
     MaterialsProjectError,

@@ -1,4 +1,4 @@
-"""The VASP-directory source on vasprun.xml files written by ``tests/vasp_files.py``."""
+"""The VASP-directory source on vasprun.xml files written by ``tests/support/vasp_files.py``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vasp_files import Run, Step, feo_run, outcar, vasprun_xml, write_vasprun
+from support.vasp_files import Run, Step, feo_run, outcar, vasprun_xml, write_vasprun
 
 from crossfid.ingest.records import Bundle, Refusal, validate_bundle
 from crossfid.ingest.vasp_dirs import find_calculations, read_vasp_dirs, vasprun_files

@@ -1,6 +1,6 @@
 """Hostile and careless input: a batch never dies on one bad record, and every good record is stored.
 
-The corpus (tests/adversarial.py) holds, in every source format, NaN / inf / 1e200
+The corpus (tests/support/adversarial.py) holds, in every source format, NaN / inf / 1e200
 labels, NUL characters and lone surrogates in ids, 100,000-deep nesting, records
 above the record cap, decompression bombs, billion laughs and XXE, duplicate ids
 with other content, overlapping atoms and broken symlinks, each between good
@@ -20,10 +20,10 @@ import lzma
 import random
 from pathlib import Path
 
-import adversarial
 import numpy as np
 import psycopg
 import pytest
+from support import adversarial
 from typer.testing import CliRunner
 
 from crossfid.cli import app

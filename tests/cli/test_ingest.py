@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import psycopg
 import pytest
+from support.vasp_files import feo_run, write_vasprun
 from typer.testing import CliRunner
-from vasp_files import feo_run, write_vasprun
 
 from crossfid.cli import app
 
@@ -63,7 +63,7 @@ def test_clean_input_exits_zero_and_missing_api_key_is_one_clear_error(invoke, t
 def test_bad_records_in_an_mptrj_file_land_in_quarantine_and_the_good_ones_in_the_tables(
     invoke, database_url, tmp_path
 ):
-    from test_sources_files import bad_mptrj_frames, mptrj_frame, write_json
+    from support.source_files import bad_mptrj_frames, mptrj_frame, write_json
 
     document = {"mp-1": {"mp-1-0-0": mptrj_frame(["Si", "Si"], -10.0, e_relaxed=-5.25)}}
     for frame_id, frame in bad_mptrj_frames().items():
