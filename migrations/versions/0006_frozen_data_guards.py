@@ -2,7 +2,7 @@
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-08
+Create Date: 2026-12-01
 
 Revision 0002 made a frozen dataset's row and membership refuse UPDATE and DELETE, but
 its membership trigger looked only at the OLD row, so ``UPDATE dataset_frames SET

@@ -2,7 +2,7 @@
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-15
+Create Date: 2026-12-01
 
 The Python vocabularies live in ``crossfid/vocabulary.py`` and the benchmark registry
 (``crossfid/benchmarks/registry.py``); a migration never imports them. This revision
