@@ -48,8 +48,9 @@ KBAR_TO_GPA = -0.1
 
 #: |energy per atom| and |corrected energy per atom| of a frame or reference entry (eV/atom)
 MAX_ABS_ENERGY_PER_ATOM = 1e3
-#: |force component| (eV/Å)
-MAX_ABS_FORCE = 1e4
+#: |force component| (eV/Å); real VASP output reaches 1.7e4 (the first ionic step of a badly started
+#: relaxation in chgnet's public parser test run), so the limit sits well above that
+MAX_ABS_FORCE = 1e6
 #: |stress component| (GPa)
 MAX_ABS_STRESS = 1e5
 #: |magnetic moment| (μB)
