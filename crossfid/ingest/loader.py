@@ -81,10 +81,9 @@ from crossfid.ingest.records import (
     Task,
     escape_text,
     escape_unstorable,
-    find_unstorable,
     has_unstorable_text,
     jsonable,
-    unstorable_reason,
+    unstorable_text_reason,
     validate_bundle,
 )
 
@@ -460,77 +459,6 @@ def _describe(record: Record) -> Any:
 # --------------------------------------------------------------------------- text PostgreSQL refuses
 
 
-def _text_reason(what: str, value: Any) -> str | None:
-    if isinstance(value, str) and has_unstorable_text(value):
-        return unstorable_reason(what, value)
-    return None
-
-
-def _json_reason(what: str, value: Any) -> str | None:
-    """The first key or string of a JSON-ready value that PostgreSQL would refuse, as a quarantine reason."""
-    found = find_unstorable(value)
-    return None if found is None else unstorable_reason(f"{what}{found[0]}", found[1])
-
-
-def _may_hold_bad_text(bundle: Bundle) -> bool:
-    """Quick test of a whole bundle: its plain strings joined and checked once, its JSON values walked."""
-    material = bundle.material
-    parts: list[Any] = [material.external_id, material.formula, *material.elements]
-    for task in bundle.tasks:
-        parts += (task.external_id, task.fidelity, task.run_type, task.source_run_type, task.task_type)
-        parts += (task.code, task.code_version, task.completed_at)
-        if find_unstorable(task.input_parameters) is not None or find_unstorable(task.hubbards) is not None:
-            return True
-    for entry in bundle.references:
-        parts += (entry.fidelity, entry.entry_id, entry.task_external_id, entry.correction_scheme)
-        if find_unstorable(entry.structure) is not None:
-            return True
-    return has_unstorable_text("".join([part for part in parts if isinstance(part, str)]))
-
-
-def _bad_text_reason(bundle: Bundle) -> str | None:
-    """Why a (validated, JSON-ready) bundle holds text PostgreSQL cannot store; None when it has none."""
-    if not _may_hold_bad_text(bundle):
-        return None
-    material = bundle.material
-    fields: list[tuple[str, Any]] = [("material id", material.external_id), ("formula", material.formula)]
-    fields += [("element", element) for element in material.elements]
-    for what, value in fields:
-        if (reason := _text_reason(what, value)) is not None:
-            return reason
-    for task in bundle.tasks:
-        if (reason := _text_reason("task id", task.external_id)) is not None:
-            return reason
-        label = f"task {task.external_id}"
-        for what, value in (
-            ("fidelity", task.fidelity),
-            ("run type", task.run_type),
-            ("source run type", task.source_run_type),
-            ("task type", task.task_type),
-            ("code", task.code),
-            ("code version", task.code_version),
-            ("completion time", task.completed_at),
-        ):
-            if (reason := _text_reason(f"{label} {what}", value)) is not None:
-                return reason
-        for what, value in (("input parameters", task.input_parameters), ("Hubbard U values", task.hubbards)):
-            if (reason := _json_reason(f"{label} {what}", value)) is not None:
-                return reason
-    for entry in bundle.references:
-        label = f"reference entry {entry.fidelity}"
-        for what, value in (
-            ("fidelity", entry.fidelity),
-            ("entry id", entry.entry_id),
-            ("task id", entry.task_external_id),
-            ("correction scheme", entry.correction_scheme),
-        ):
-            if (reason := _text_reason(f"{label} {what}", value)) is not None:
-                return reason
-        if (reason := _json_reason(f"{label} structure", entry.structure)) is not None:
-            return reason
-    return None
-
-
 def _safe_json(value: Any) -> Any:
     """A JSONB-safe copy of ``value``: :func:`jsonable`, then every key and string escaped."""
     if value is None:
@@ -612,7 +540,7 @@ def _prepare_bundle(bundle: Bundle, prepared: _Prepared) -> None:
     if raw is not None and (has_unstorable_text(str(raw.location)) or has_unstorable_text(str(raw.format))):
         # where the document came from is informational (a file name need not be UTF-8): escaped, not refused
         raw = cleaned.raw = _copy(raw, format=escape_text(str(raw.format)), location=escape_text(str(raw.location)))
-    reason = _bad_text_reason(cleaned)
+    reason = unstorable_text_reason(cleaned)
     if reason is not None:
         prepared.refusals.append(Refusal(cleaned.location, reason, raw_document=_describe(cleaned)))
         if raw is not None:  # the bytes are storable: keep the original record next to its quarantine row

@@ -476,6 +476,55 @@ def validate_frame(frame: Frame) -> Frame:
     )
 
 
+def material_texts(material: Material) -> tuple[tuple[str, Any], ...]:
+    """(name, value) of every text a material stores (the names quarantine reasons use)."""
+    return (("material id", material.external_id), ("formula", material.formula), ("elements", list(material.elements)))
+
+
+def task_texts(task: Task) -> tuple[tuple[str, Any], ...]:
+    """(name, value) of every text a task stores besides its id, JSON values included."""
+    return (
+        ("fidelity", task.fidelity),
+        ("run type", task.run_type),
+        ("source run type", task.source_run_type),
+        ("task type", task.task_type),
+        ("code", task.code),
+        ("code version", task.code_version),
+        ("completion time", task.completed_at),
+        ("input parameters", task.input_parameters),
+        ("U values", task.hubbards),
+    )
+
+
+def reference_texts(entry: ReferenceEntry) -> tuple[tuple[str, Any], ...]:
+    """(name, value) of every text a reference entry stores, its structure included."""
+    return (
+        ("fidelity", entry.fidelity),
+        ("entry id", entry.entry_id),
+        ("task id", entry.task_external_id),
+        ("correction scheme", entry.correction_scheme),
+        ("structure", entry.structure),
+    )
+
+
+def unstorable_text_reason(bundle: Bundle) -> str | None:
+    """Why a bundle holds text PostgreSQL cannot store (the first such field, escaped); None when it has none.
+
+    The same fields as :func:`validate_bundle` checks, for the loader, which checks again whatever reaches it.
+    """
+    labelled: list[tuple[str, str, Any]] = [("", what, value) for what, value in material_texts(bundle.material)]
+    for task in bundle.tasks:
+        labelled.append(("", "task id", task.external_id))
+        labelled += [(f"task {task.external_id} ", what, value) for what, value in task_texts(task)]
+    for entry in bundle.references:
+        labelled += [(f"reference entry {entry.fidelity} ", what, value) for what, value in reference_texts(entry)]
+    for label, what, value in labelled:
+        found = find_unstorable(value)
+        if found is not None:
+            return unstorable_reason(f"{label}{what}{found[0]}", found[1])
+    return None
+
+
 def validate_task(task: Task) -> Task:
     """Task-level checks (vocabulary, task type, storable text); :func:`validate_bundle` checks the frames."""
     check_text(task.external_id, "task id")
@@ -485,14 +534,7 @@ def validate_task(task: Task) -> Task:
         raise RecordError(f"task type {task.task_type!r} is not a training task (relax or static)")
     if not task.external_id:
         raise RecordError("task has no id")
-    for value, what in (
-        (task.run_type, "run type"),
-        (task.source_run_type, "source run type"),
-        (task.code, "code"),
-        (task.code_version, "code version"),
-        (task.input_parameters, "input parameters"),
-        (task.hubbards, "U values"),
-    ):
+    for what, value in task_texts(task):
         check_text(value, what)
     if task.hubbards is not None:
         try:
@@ -510,12 +552,7 @@ def validate_task(task: Task) -> Task:
 def validate_reference(entry: ReferenceEntry) -> ReferenceEntry:
     if entry.fidelity not in FIDELITY_NAMES:
         raise RecordError(f"unknown fidelity {entry.fidelity!r} of reference entry")
-    for value, what in (
-        (entry.entry_id, "entry id"),
-        (entry.task_external_id, "task id"),
-        (entry.correction_scheme, "correction scheme"),
-        (entry.structure, "structure"),
-    ):
+    for what, value in reference_texts(entry):
         check_text(value, what)
     checked = replace(
         entry,
@@ -537,11 +574,10 @@ def validate_reference(entry: ReferenceEntry) -> ReferenceEntry:
 
 def validate_material(material: Material) -> None:
     """Raise :class:`RecordError` when the material's id, formula or elements cannot be stored."""
-    check_text(material.external_id, "material id")
+    for what, value in material_texts(material):
+        check_text(value, what)
     if not material.external_id:
         raise RecordError("material has no id")
-    check_text(material.formula, "formula")
-    check_text(list(material.elements), "elements")
 
 
 def _problem(exc: Exception) -> str:
