@@ -15,10 +15,10 @@ app = typer.Typer(help="The database: create/upgrade, status, URL, reader roles.
 @app.command("init")
 def init() -> None:
     """Create the schema or upgrade it to the newest revision; create or refresh the read-only role."""
-    from crossfid.config import Settings
     from crossfid.db import migrate
     from crossfid.db.readonly import READER_ROLE, secure_database
     from crossfid.runtime import database
+    from crossfid.runtime.paths import DataDirs
 
     target = database.target()
     engine = database.engine(migrate=False)
@@ -26,7 +26,7 @@ def init() -> None:
     migrate.upgrade(engine)
     after = migrate.current_revision(engine)
     engine.dispose()
-    setup = secure_database(target.libpq_url, Settings.from_env().home)
+    setup = secure_database(target.libpq_url, DataDirs.from_settings().reader_passfile)
     where = "embedded server" if target.embedded else target.redacted
     if before == after:
         out.print(f"database on {where} is up to date (revision {after})")

@@ -38,14 +38,18 @@ def sql(
     max_rows: Annotated[int, typer.Option(help="Print at most this many rows (0: all).", min=0)] = MAX_ROWS,
 ) -> None:
     """Run one read-only query as the crossfid_reader role (READ ONLY transaction, statement timeout)."""
-    from crossfid.config import Settings
     from crossfid.db.readonly import run_as_reader
     from crossfid.runtime.database import target
+    from crossfid.runtime.paths import DataDirs
 
     if query == "-":
         query = sys.stdin.read()
     result, setup = run_as_reader(
-        target().libpq_url, Settings.from_env().home, query, timeout_s=timeout, max_rows=max_rows or None
+        target().libpq_url,
+        DataDirs.from_settings().reader_passfile,
+        query,
+        timeout_s=timeout,
+        max_rows=max_rows or None,
     )
     for note in setup.notes if setup else ():
         warn(note)

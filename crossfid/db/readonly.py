@@ -42,8 +42,6 @@ DEFAULT_TIMEOUT_S = 60.0
 MIN_TIMEOUT_S = 0.001
 #: the group role that holds read access (SELECT on crossfid's tables and views)
 READER_ROLE = "crossfid_reader"
-#: the reader's password file inside CROSSFID_HOME
-READER_PASSFILE = "reader.pgpass"
 #: largest temporary-file space one reader query may use (set when db init runs as a superuser)
 READER_TEMP_FILE_LIMIT = "4GB"
 
@@ -143,7 +141,7 @@ def run_read_only(
     return QueryResult(columns=columns, rows=[tuple(r) for r in rows], truncated=truncated)
 
 
-def run_as_reader(libpq_url: str, home: Path, query: str, **options: Any) -> tuple[QueryResult, ReaderSetup | None]:
+def run_as_reader(libpq_url: str, passfile: Path, query: str, **options: Any) -> tuple[QueryResult, ReaderSetup | None]:
     """``crossfid sql``: make sure the reader role is ready, log in as it and run ``query`` read-only.
 
     ``libpq_url`` is the application's URL (used only to prepare the role);
@@ -152,9 +150,9 @@ def run_as_reader(libpq_url: str, home: Path, query: str, **options: Any) -> tup
     """
     import psycopg
 
-    setup = ensure_reader(libpq_url, home)
+    setup = ensure_reader(libpq_url, passfile)
     try:
-        result = run_read_only(reader_url(libpq_url, home), query, require_unprivileged=True, **options)
+        result = run_read_only(reader_url(libpq_url, passfile), query, require_unprivileged=True, **options)
     except psycopg.OperationalError as exc:
         if exc.sqlstate is not None or "connection" not in str(exc) or READER_ROLE not in str(exc):
             raise
@@ -194,10 +192,6 @@ class ReaderSetup:
     notes: list[str] = field(default_factory=list)
 
 
-def passfile(home: Path) -> Path:
-    return home / READER_PASSFILE
-
-
 def _pgpass_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
@@ -224,16 +218,16 @@ def _save_password(path: Path, password: str) -> None:
     os.replace(tmp, path)
 
 
-def reader_password(home: Path) -> str | None:
+def reader_password(passfile: Path) -> str | None:
     """The reader's password: ``CROSSFID_READER_PASSWORD``, else the one ``db init`` saved, else None."""
-    return os.environ.get("CROSSFID_READER_PASSWORD") or _pgpass_password(passfile(home))
+    return os.environ.get("CROSSFID_READER_PASSWORD") or _pgpass_password(passfile)
 
 
-def reader_url(libpq_url: str, home: Path) -> str:
+def reader_url(libpq_url: str, passfile: Path) -> str:
     """The application's libpq URL with the reader role (and its password, if any) as the user."""
     from sqlalchemy.engine import make_url
 
-    url = make_url(libpq_url).set(username=READER_ROLE, password=reader_password(home))
+    url = make_url(libpq_url).set(username=READER_ROLE, password=reader_password(passfile))
     text = url.set(drivername="postgresql").render_as_string(hide_password=False)
     base, sep, query = text.partition("?")
     return base + sep + query.replace("%2F", "/")
@@ -243,7 +237,7 @@ def _is_superuser(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
 
 
-def secure_database(libpq_url: str, home: Path) -> ReaderSetup:
+def secure_database(libpq_url: str, passfile: Path) -> ReaderSetup:
     """Create or refresh the reader role and take write paths outside tables from PUBLIC (idempotent).
 
     Runs as the application's role. What needs more rights than it has (creating a
@@ -274,8 +268,8 @@ def secure_database(libpq_url: str, home: Path) -> ReaderSetup:
                     ).format(ident, sql.Literal(password))
                 )
                 setup.created = True
-                _save_password(passfile(home), password)
-                setup.password_saved = passfile(home)
+                _save_password(passfile, password)
+                setup.password_saved = passfile
             except psycopg.errors.DuplicateObject:
                 pass  # created by a concurrent db init
             except psycopg.errors.InsufficientPrivilege:
@@ -345,7 +339,7 @@ def secure_database(libpq_url: str, home: Path) -> ReaderSetup:
     return setup
 
 
-def ensure_reader(libpq_url: str, home: Path) -> ReaderSetup | None:
+def ensure_reader(libpq_url: str, passfile: Path) -> ReaderSetup | None:
     """Run :func:`secure_database` unless the reader role exists and can read every table and view.
 
     One catalogue query when nothing is to do (so ``crossfid sql`` can call it every
@@ -360,7 +354,7 @@ def ensure_reader(libpq_url: str, home: Path) -> ReaderSetup | None:
             " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p')), true)",
             {"role": READER_ROLE},
         ).fetchone()[0]
-    return None if ready else secure_database(libpq_url, home)
+    return None if ready else secure_database(libpq_url, passfile)
 
 
 def grant_reader(libpq_url: str, role: str, password: str | None = None) -> tuple[bool, list[str]]:

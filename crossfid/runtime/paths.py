@@ -30,6 +30,11 @@ class DataDirs:
         return self.home / "pgserver.lock"
 
     @property
+    def reader_passfile(self) -> Path:
+        """libpq password file of the read-only role ``crossfid sql`` logs in as (mode 0600)."""
+        return self.home / "reader.pgpass"
+
+    @property
     def runs(self) -> Path:
         """Training-run checkpoints and weights, one folder per run."""
         return self.home / "runs"
