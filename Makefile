@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(BIN)/crossfid ingest demo --materials $(DEMO_MATERIALS) --workers 2
 	$(BIN)/crossfid sql "SELECT fidelity, count(DISTINCT material) AS materials, count(DISTINCT task) AS tasks, \
 	    count(*) AS frames, round(avg(n_atoms), 1) AS mean_atoms FROM v_frames GROUP BY fidelity ORDER BY fidelity"
-	$(BIN)/crossfid curate --fidelity r2SCAN --workers 2 --freeze demo-r2scan
+	$(BIN)/crossfid curate --fidelity r2SCAN --workers 2 --freeze demo-r2scan --energy-label uncorrected
 	$(BIN)/crossfid dataset split demo-r2scan --ratios 8:1:1 --seed 0
 	$(BIN)/crossfid atomref fit demo-r2scan@0
 	$(BIN)/crossfid analyze transferability --source GGA,GGA+U --target demo-r2scan@0

@@ -62,6 +62,8 @@ __all__ = [
 FRAME_HASH_DOMAIN = b"crossfid-frame-v1"
 STRUCTURE_HASH_DOMAIN = b"crossfid-structure-v1"
 DATASET_HASH_DOMAIN = "crossfid-dataset-v1"
+#: datasets frozen with a chosen training energy: the domain is followed by a space and the label
+DATASET_LABELLED_HASH_DOMAIN = "crossfid-dataset-v2"
 SPLIT_HASH_DOMAIN = "crossfid-split-v1"
 SUBSET_HASH_DOMAIN = "crossfid-subset-v1"
 
@@ -185,9 +187,16 @@ def hash_of_hashes(domain: str, hashes: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def dataset_content_hash(hashes: Iterable[str]) -> str:
-    """Content hash of a dataset from its member frames' content hashes (order does not matter)."""
-    return hash_of_hashes(DATASET_HASH_DOMAIN, hashes)
+def dataset_content_hash(hashes: Iterable[str], energy_label: str | None = None) -> str:
+    """Content hash of a dataset from its member frames' content hashes (order does not matter).
+
+    ``energy_label`` (``uncorrected`` or ``mp2020``) is part of what a dataset is: the same frames
+    with another training energy are another dataset (domain ``crossfid-dataset-v2 <label>``).
+    None is the recipe of datasets frozen before the label was chosen (``crossfid-dataset-v1``).
+    """
+    if energy_label is None:
+        return hash_of_hashes(DATASET_HASH_DOMAIN, hashes)
+    return hash_of_hashes(f"{DATASET_LABELLED_HASH_DOMAIN} {energy_label}", hashes)
 
 
 def subset_content_hash(frame_hashes: Iterable[str]) -> str:

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from crossfid.cli.options import Scheduler, Workers, fidelities, values
+from crossfid.cli.options import ENERGY_LABEL_HELP, EnergyLabel, Scheduler, Workers, fidelities, values
 from crossfid.cli.render import out
 
 #: ``--dedupe`` modes: the fast procedure and the plain reference one
@@ -32,6 +32,9 @@ def curate(
     freeze: Annotated[
         str | None, typer.Option(help="Freeze the accepted frames as a new version of this dataset.")
     ] = None,
+    energy_label: Annotated[
+        EnergyLabel | None, typer.Option("--energy-label", "-e", help=f"With --freeze: {ENERGY_LABEL_HELP}")
+    ] = None,
 ) -> None:
     """Apply the MPtrj curation rules; every frame gets a recorded decision."""
     from crossfid.curation.config import CurationConfig
@@ -40,6 +43,8 @@ def curate(
     from crossfid.runtime import database
     from crossfid.runtime.dask import dask_client
 
+    if freeze and energy_label is None:
+        raise typer.BadParameter("--freeze needs --energy-label (uncorrected or mp2020)", param_hint="--energy-label")
     if dedupe not in DEDUPE_MODES:
         raise InputError(f"--dedupe must be {' or '.join(repr(m) for m in DEDUPE_MODES)}")
     chosen = fidelities(fidelity)
@@ -80,11 +85,14 @@ def curate(
     if freeze:
         from crossfid.curation.datasets import freeze_dataset
 
-        info = freeze_dataset(engine, summary.run_id, freeze)
+        info = freeze_dataset(engine, summary.run_id, freeze, energy_label=energy_label.value)
         out.print(
-            f"dataset {info.name} version {info.version}: {info.n_frames:,} frames, {info.n_materials} materials, "
+            f"dataset {info.name} version {info.version} ({info.energy_label} energies): {info.n_frames:,} frames, "
+            f"{info.n_materials} materials, "
             f"{info.n_elements} elements, content hash {info.content_hash}"
         )
     else:
-        out.print(f"freeze it with: crossfid dataset freeze --run {summary.run_id} --name NAME")
+        out.print(
+            f"freeze it with: crossfid dataset freeze --run {summary.run_id} --name NAME --energy-label LABEL"
+        )
     engine.dispose()

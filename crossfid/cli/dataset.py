@@ -11,7 +11,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from crossfid.cli.options import Format, Scheduler, SplitArgument, Workers, fidelities, values
+from crossfid.cli.options import (
+    ENERGY_LABEL_HELP,
+    EnergyLabel,
+    Format,
+    Scheduler,
+    SplitArgument,
+    Workers,
+    fidelities,
+    values,
+)
 from crossfid.cli.render import Column, OutputFormat, line, out, render
 from crossfid.exit_codes import ExitCode
 
@@ -55,6 +64,7 @@ def _engine():
 def freeze(
     run: Annotated[int, typer.Option("--run", "-r", help="Curation run whose accepted frames become the dataset.")],
     name: Annotated[str, typer.Option("--name", "-n", help="Dataset name; the version is numbered automatically.")],
+    energy_label: Annotated[EnergyLabel, typer.Option("--energy-label", "-e", help=ENERGY_LABEL_HELP)],
     fidelity: Annotated[
         list[str] | None, typer.Option("--fidelity", "-f", help="Only frames of these task fidelities.")
     ] = None,
@@ -64,11 +74,12 @@ def freeze(
 
     engine = _engine()
     try:
-        info = freeze_dataset(engine, run, name, fidelities(fidelity) or None)
+        info = freeze_dataset(engine, run, name, fidelities(fidelity) or None, energy_label=energy_label.value)
     finally:
         engine.dispose()
     out.print(f"froze dataset [bold]{info.ref}[/] (id {info.id}) from curation run {run}", highlight=False)
     line("fidelities", ", ".join(info.fidelities))
+    line("energy label", info.energy_label or "")
     line("frames", f"{info.n_frames:,}")
     line("materials", f"{info.n_materials:,}")
     line("elements", f"{info.n_elements} ({' '.join(info.elements)})")

@@ -5,6 +5,7 @@ Defaults come from code (typer shows them in ``--help``); help texts never repea
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -28,6 +29,19 @@ Workers = Annotated[
 InProcessWorkers = Annotated[int, typer.Option("--workers", help=WORKERS_HELP, min=0)]
 #: ``--scheduler``: a running Dask cluster
 Scheduler = Annotated[str | None, typer.Option(help=SCHEDULER_HELP)]
+
+class EnergyLabel(StrEnum):
+    """``--energy-label``: crossfid.vocabulary.ENERGY_LABELS."""
+
+    uncorrected = "uncorrected"
+    mp2020 = "mp2020"
+
+
+ENERGY_LABEL_HELP = (
+    "Training energy of the dataset, chosen explicitly: 'uncorrected' DFT energies, or 'mp2020' "
+    "(Materials Project 2020 corrected; every frame must have one)."
+)
+
 #: ``--format/-f`` of tabular output
 Format = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format (csv and json: every column).")]
 

@@ -9,16 +9,24 @@ and materials, and its curation run's decisions (triggers of revisions 0002 and 
 a dataset version is immutable; :mod:`crossfid.curation.verify` recomputes its hash from
 the stored frames to catch changes made with the triggers disabled.
 
-Content hash recipe (``crossfid-dataset-v1``, :func:`crossfid.hashing.dataset_content_hash`),
-identical in every database because it only uses the frames' own content hashes
+The training energy is chosen when freezing (``energy_label``, stored in
+``datasets.energy_label``): ``uncorrected`` (the frames' DFT energy) or ``mp2020`` (the
+source's Materials Project 2020 corrected energy; every member frame must have one). A
+dataset never mixes the two, nor frames whose energies are different VASP quantities
+(``tasks.energy_quantity``). :func:`training_energy_sql` is the one place that turns the
+label into the energy column that training and AtomRef fits read.
+
+Content hash recipe (``crossfid-dataset-v2 <label>``, :func:`crossfid.hashing.dataset_content_hash`),
+identical in every database because it only uses the label and the frames' own content hashes
 (:func:`crossfid.hashing.frame_content_hash`), never database ids::
 
-    sha256( b"crossfid-dataset-v1\\n"
+    sha256( b"crossfid-dataset-v2 uncorrected\\n"
             + b"".join(h.encode("ascii") + b"\\n" for h in sorted(frame_content_hashes)) )
 
 ``sorted`` is Python's code-point order of the 64-character lower-case hex digests;
 the list is a multiset (two members with identical content both count). The result
-is the lower-case hex digest. Nested training subsets of splits use the same recipe
+is the lower-case hex digest. Datasets frozen before labels were chosen (``energy_label``
+NULL) use the domain ``crossfid-dataset-v1``. Nested training subsets of splits use the same recipe
 with the domain ``crossfid-subset-v1`` (:func:`crossfid.hashing.hash_of_hashes`).
 A version's details with its splits: :func:`crossfid.curation.split_store.show_dataset`.
 
@@ -33,6 +41,7 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.orm import Session
@@ -41,13 +50,14 @@ from crossfid.db.bulk import copy_rows
 from crossfid.db.models import CurationRun, Dataset, Split
 from crossfid.errors import InputError
 from crossfid.hashing import dataset_content_hash
-from crossfid.vocabulary import FIDELITY_NAMES
+from crossfid.vocabulary import ENERGY_LABELS, FIDELITY_NAMES
 
 __all__ = [
     "DatasetError",
     "DatasetInfo",
     "as_session",
     "freeze_dataset",
+    "training_energy_sql",
     "list_datasets",
     "resolve_dataset",
     "validate_name",
@@ -94,6 +104,8 @@ class DatasetInfo:
     frozen: bool
     created_at: dt.datetime | None = None
     n_splits: int = 0
+    #: the training energy chosen at freezing (None: frozen before labels were chosen)
+    energy_label: str | None = None
     #: other versions (``NAME:VERSION``) with the same content hash (set by :func:`freeze_dataset`)
     identical_to: list[str] = field(default_factory=list)
 
@@ -118,14 +130,41 @@ class DatasetInfo:
             frozen=row.frozen,
             created_at=row.created_at,
             n_splits=n_splits,
+            energy_label=row.energy_label,
         )
 
 
 # --------------------------------------------------------------------------- freezing
 
 
-def freeze_dataset(engine: Engine, run_id: int, name: str, fidelities: Sequence[str] | None = None) -> DatasetInfo:
+def training_energy_sql(energy_label: str | None, frames: str = "f") -> str:
+    """The SQL expression (eV, total) of a frame's training energy under a dataset's ``energy_label``.
+
+    ``frames`` is the alias of the ``frames`` table. NULL label: datasets frozen before the label
+    was chosen, whose label was the corrected energy where a frame had one.
+    """
+    if energy_label is None:
+        return f"coalesce({frames}.corrected_energy, {frames}.energy)"
+    if energy_label == "uncorrected":
+        return f"{frames}.energy"
+    if energy_label == "mp2020":
+        return f"{frames}.corrected_energy"
+    raise DatasetError(f"unknown energy label {energy_label!r}; one of {', '.join(ENERGY_LABELS)}")
+
+
+def freeze_dataset(
+    engine: Engine,
+    run_id: int,
+    name: str,
+    fidelities: Sequence[str] | None = None,
+    *,
+    energy_label: str,
+) -> DatasetInfo:
     """Freeze the frames curation run ``run_id`` accepted as the next version of dataset ``name``.
+
+    ``energy_label``: the training energy, ``uncorrected`` or ``mp2020`` (every member frame
+    must then have a corrected energy); members whose tasks state different VASP energy
+    quantities are refused too, so a dataset never mixes energies.
 
     ``fidelities``: keep only frames whose task has one of these fidelities (names of
     the vocabulary; they must be fidelities of the run); None keeps every accepted
@@ -135,6 +174,8 @@ def freeze_dataset(engine: Engine, run_id: int, name: str, fidelities: Sequence[
     :class:`DatasetError` and writes nothing.
     """
     validate_name(name)
+    if energy_label not in ENERGY_LABELS:
+        raise DatasetError(f"unknown energy label {energy_label!r}; one of {', '.join(ENERGY_LABELS)}")
     wanted = _check_fidelities(fidelities)
     with engine.begin() as conn:
         session = as_session(conn)
@@ -153,7 +194,7 @@ def freeze_dataset(engine: Engine, run_id: int, name: str, fidelities: Sequence[
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"crossfid:{name}"})
         members = conn.exec_driver_sql(
             """
-            SELECT f.id, t.material_id, f.content_hash, t.fidelity
+            SELECT f.id, t.material_id, f.content_hash, t.fidelity, f.corrected_energy IS NOT NULL, t.energy_quantity
               FROM frame_decisions d
               JOIN frames f ON f.id = d.frame_id
               JOIN tasks t ON t.id = f.task_id
@@ -165,6 +206,7 @@ def freeze_dataset(engine: Engine, run_id: int, name: str, fidelities: Sequence[
         if not members:
             which = f" at fidelity {', '.join(wanted)}" if wanted else ""
             raise DatasetError(f"curation run {run_id} accepted no frames{which}: nothing to freeze")
+        _check_energies(members, energy_label)
 
         version = conn.scalar(select(func.coalesce(func.max(Dataset.version), 0) + 1).where(Dataset.name == name))
         dataset_id = conn.scalar(
@@ -176,13 +218,14 @@ def freeze_dataset(engine: Engine, run_id: int, name: str, fidelities: Sequence[
                 curation_run_id=run_id,
                 config=run.config,
                 config_hash=run.config_hash,
+                energy_label=energy_label,
             )
             .returning(Dataset.id)
         )
         copy_rows(
             conn,
             "dataset_frames",
-            ((dataset_id, frame_id, material_id) for frame_id, material_id, _, _ in members),
+            ((dataset_id, row[0], row[1]) for row in members),
             ["dataset_id", "frame_id", "material_id"],
         )
         material_ids = sorted({row[1] for row in members})
@@ -190,7 +233,7 @@ def freeze_dataset(engine: Engine, run_id: int, name: str, fidelities: Sequence[
             "SELECT DISTINCT unnest(elements) FROM materials WHERE id = ANY(%(ids)s)", {"ids": material_ids}
         ).scalars()
         elements = sorted(set(element_lists))
-        content_hash = dataset_content_hash(row[2] for row in members)
+        content_hash = dataset_content_hash((row[2] for row in members), energy_label)
         conn.execute(
             update(Dataset)
             .where(Dataset.id == dataset_id)
@@ -209,6 +252,28 @@ def freeze_dataset(engine: Engine, run_id: int, name: str, fidelities: Sequence[
         ).all()
         info.identical_to = sorted(f"{n}:{v}" for n, v in same)
     return info
+
+
+def _check_energies(members: Sequence[Any], energy_label: str) -> None:
+    """Refuse a selection whose frames cannot share one training energy (rows: …, has corrected, quantity)."""
+    quantities: dict[str, int] = {}
+    for row in members:
+        quantities[row[5]] = quantities.get(row[5], 0) + 1
+    known = {q: n for q, n in quantities.items() if q != "unknown"}
+    if len(known) > 1:
+        counts = ", ".join(f"{n:,} {q}" for q, n in sorted(known.items()))
+        raise DatasetError(
+            f"the frames' energies are different VASP quantities ({counts} frames): "
+            "freeze them as separate datasets (--fidelity) or re-ingest them with one quantity"
+        )
+    if energy_label == "mp2020":
+        missing = [row for row in members if not row[4]]
+        if missing:
+            fidelities = sorted({row[3] for row in missing})
+            raise DatasetError(
+                f"{len(missing):,} of {len(members):,} frames ({', '.join(fidelities)}) have no MP2020-corrected "
+                "energy: freeze with --energy-label uncorrected, or select fidelities whose frames all have one"
+            )
 
 
 def _check_fidelities(fidelities: Sequence[str] | None) -> list[str] | None:

@@ -212,7 +212,7 @@ def _verify_frames(conn: Connection, dataset: Dataset) -> tuple[Check, dict[int,
         kind="dataset",
         label=f"dataset {dataset.name}:{dataset.version} (id {dataset.id})",
         stored=dataset.content_hash,
-        computed=dataset_content_hash(hashes.values()),
+        computed=dataset_content_hash(hashes.values(), dataset.energy_label),
         problems=problems,
         summary=f"{len(hashes):,} frames",
     )

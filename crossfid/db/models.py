@@ -46,7 +46,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from crossfid.vocabulary import (
     COMPRESSIONS,
+    ENERGY_LABELS,
+    ENERGY_QUANTITIES,
     FIDELITY_FAMILIES,
+    MATERIAL_RULES,
     METHOD_NAMES,
     RUN_STATUSES,
     TASK_TYPES,
@@ -107,7 +110,11 @@ def created_at() -> Mapped[dt.datetime]:
 
 
 class Fidelity(Base):
-    """The fidelity vocabulary (a row per allowed coarse fidelity)."""
+    """A fidelity: the seeded list, and every composed one (functional ± U ± dispersion) the loader met.
+
+    ``exact_exchange`` is a fraction, ``screening`` in 1/Å (hybrids only); ``parameters``
+    holds the INCAR tags that identify the functional (see :func:`crossfid.vocabulary.fidelity_spec`).
+    """
 
     __tablename__ = "fidelities"
 
@@ -116,8 +123,18 @@ class Fidelity(Base):
     hubbard: Mapped[bool] = mapped_column(Boolean, nullable=False)
     dispersion: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, nullable=False)
+    functional: Mapped[str | None] = mapped_column(Text)
+    exact_exchange: Mapped[float | None] = mapped_column(Float8)
+    screening: Mapped[float | None] = mapped_column(Float8)
+    parameters: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
-    __table_args__ = (CheckConstraint(one_of("family", FIDELITY_FAMILIES), name="family"),)
+    __table_args__ = (
+        CheckConstraint(one_of("family", FIDELITY_FAMILIES), name="family"),
+        CheckConstraint(
+            "exact_exchange IS NULL OR (exact_exchange >= 0 AND exact_exchange <= 1)", name="exact_exchange_fraction"
+        ),
+        CheckConstraint("screening IS NULL OR screening >= 0", name="screening_non_negative"),
+    )
 
 
 class Source(Base):
@@ -228,6 +245,12 @@ class Task(Base):
     code: Mapped[str] = mapped_column(Text, nullable=False, server_default="VASP")
     code_version: Mapped[str | None] = mapped_column(Text)
     completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: how the task got its material (MATERIAL_RULES); NULL for tasks stored before revision 0009
+    material_rule: Mapped[str | None] = mapped_column(Text)
+    #: stored from a document with only its output (no ionic steps): one frame, no trajectory
+    final_frame_only: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    #: which VASP energy ``frames.energy`` is (ENERGY_QUANTITIES)
+    energy_quantity: Mapped[str] = mapped_column(Text, nullable=False, server_default="unknown")
     created_at: Mapped[dt.datetime] = created_at()
 
     material: Mapped[Material] = relationship(back_populates="tasks")
@@ -237,6 +260,8 @@ class Task(Base):
         UniqueConstraint("source_id", "external_id"),
         Index("ix_tasks_material_id_fidelity", "material_id", "fidelity"),
         CheckConstraint(one_of("task_type", TASK_TYPES), name="task_type"),
+        CheckConstraint(one_of("material_rule", MATERIAL_RULES), name="material_rule"),
+        CheckConstraint(one_of("energy_quantity", ENERGY_QUANTITIES), name="energy_quantity"),
         CheckConstraint("is_hubbard = (hubbards IS NOT NULL AND hubbards <> '{}'::jsonb)", name="hubbard_flag"),
     )
 
@@ -316,10 +341,13 @@ class ReferenceEntry(Base):
     n_atoms: Mapped[int | None] = mapped_column(Integer)
     structure: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     correction_scheme: Mapped[str | None] = mapped_column(Text)
+    #: which VASP energy ``energy_per_atom`` is (ENERGY_QUANTITIES); NULL for entries stored before revision 0009
+    energy_quantity: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = created_at()
 
     __table_args__ = (
         UniqueConstraint("material_id", "fidelity"),
+        CheckConstraint(one_of("energy_quantity", ENERGY_QUANTITIES), name="energy_quantity"),
         CheckConstraint(finite("energy_per_atom"), name="energy_per_atom_finite"),
         CheckConstraint(finite("corrected_energy_per_atom"), name="corrected_energy_per_atom_finite"),
         CheckConstraint(finite("formation_energy_per_atom"), name="formation_energy_per_atom_finite"),
@@ -431,10 +459,14 @@ class Dataset(Base):
     n_elements: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     elements: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
     frozen: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    #: the training energy (ENERGY_LABELS) chosen at freezing; NULL: frozen before revision 0009, when it was
+    #: the corrected energy where a frame had one and the uncorrected energy otherwise
+    energy_label: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = created_at()
 
     __table_args__ = (
         UniqueConstraint("name", "version"),
+        CheckConstraint(one_of("energy_label", ENERGY_LABELS), name="energy_label"),
         CheckConstraint("version > 0", name="version_positive"),
         CheckConstraint(f"content_hash IS NULL OR ({hex64('content_hash')})", name="content_hash_hex"),
         CheckConstraint("NOT frozen OR content_hash IS NOT NULL", name="frozen_has_hash"),

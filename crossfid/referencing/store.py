@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 import crossfid
+from crossfid.curation.datasets import training_energy_sql
 from crossfid.curation.split_store import resolve_split
 from crossfid.db.models import AtomRefRow, Dataset, Split
 from crossfid.errors import InputError
@@ -212,11 +213,15 @@ class SplitFrames:
 
 
 def split_frames(session: Session, split_id: int, part: str = "train") -> SplitFrames:
-    """Read the frames of a split part in a stable order (by frame content hash)."""
+    """Read the frames of a split part in a stable order (by frame content hash); labels as the dataset chose."""
+    split = session.get(Split, split_id)
+    if split is None:
+        raise InputError(f"no split with id {split_id}")
+    energy = training_energy_sql(session.get(Dataset, split.dataset_id).energy_label)
     rows = session.execute(
         text(
-            """
-            SELECT f.atomic_numbers, coalesce(f.corrected_energy, f.energy) / f.n_atoms AS label,
+            f"""
+            SELECT f.atomic_numbers, {energy} / f.n_atoms AS label,
                    m.external_id, f.content_hash, t.fidelity
             FROM split_members sm
             JOIN frames f ON f.id = sm.frame_id

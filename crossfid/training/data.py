@@ -1,8 +1,9 @@
 """Frames of a split part with their training labels, and the per-structure targets chgnet trains on.
 
-Energy label: the frame's corrected energy when it has one, else its uncorrected
-energy, per atom (eV/atom), as :func:`crossfid.referencing.store.split_frames` and
-CHGNet's own MPtrj training. Forces eV/Å, stress GPa in the ASE/CHGNet sign
+Energy label: the training energy the dataset chose when it was frozen
+(``datasets.energy_label``: uncorrected, or MP2020-corrected as in CHGNet's own MPtrj
+training; :func:`crossfid.curation.datasets.training_energy_sql`), per atom (eV/atom), as
+:func:`crossfid.referencing.store.split_frames` reads it. Forces eV/Å, stress GPa in the ASE/CHGNet sign
 convention (tensile positive, exactly what the model outputs), magmoms μB.
 
 Targets are built here rather than with chgnet's ``StructureData``: that class
@@ -21,7 +22,8 @@ import numpy as np
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from crossfid.db.models import Split, SplitSubset
+from crossfid.curation.datasets import training_energy_sql
+from crossfid.db.models import Dataset, Split, SplitSubset
 from crossfid.errors import InputError
 
 if TYPE_CHECKING:
@@ -95,7 +97,7 @@ def _frozen_array(value: Any, dtype: Any) -> np.ndarray | None:
 
 _FRAMES_SQL = """
 SELECT f.id, f.content_hash, m.external_id, f.n_atoms, f.lattice, f.atomic_numbers, f.frac_coords,
-       coalesce(f.corrected_energy, f.energy) / f.n_atoms AS energy_per_atom, f.forces, f.stress, f.magmoms
+       {energy} / f.n_atoms AS energy_per_atom, f.forces, f.stress, f.magmoms
   FROM split_members sm
   JOIN frames f ON f.id = sm.frame_id
   JOIN materials m ON m.id = sm.material_id
@@ -118,7 +120,8 @@ def load_split_frames(
     """
     if part not in PARTS:
         raise InputError(f"unknown split part {part!r}; one of {', '.join(PARTS)}")
-    if session.get(Split, split_id) is None:
+    split = session.get(Split, split_id)
+    if split is None:
         raise InputError(f"no split with id {split_id}")
     params: dict[str, Any] = {"split": split_id, "part": part}
     subset = ""
@@ -126,7 +129,8 @@ def load_split_frames(
         _check_subset(session, split_id, part, subset_size)
         params["size"] = subset_size
         subset = _SUBSET_SQL
-    rows = session.execute(text(_FRAMES_SQL.format(subset=subset)), params).all()
+    energy = training_energy_sql(session.get(Dataset, split.dataset_id).energy_label)
+    rows = session.execute(text(_FRAMES_SQL.format(subset=subset, energy=energy)), params).all()
     if subset_size is not None and len(rows) != subset_size:
         raise InputError(
             f"split {split_id}: the training subset of {subset_size} frames matches {len(rows)} training frames"

@@ -15,6 +15,7 @@ from psycopg import sql
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from support.curation_corpus import (
     DUPLICATE_PAIRS,
     N_REGULAR,
@@ -110,6 +111,13 @@ def test_dataset_hash_recipe_is_sorted_hashes_with_a_domain():
     assert dataset_content_hash(hashes + hashes[:1]) != manual.hexdigest()  # a multiset
     with pytest.raises(ValueError, match="SHA-256"):
         dataset_content_hash(["ABC"])
+    # the training energy chosen at freezing is part of the recipe (v2): same frames, other label, other dataset
+    for label in ("uncorrected", "mp2020"):
+        labelled = hashlib.sha256(
+            f"crossfid-dataset-v2 {label}\n".encode() + b"".join(h.encode() + b"\n" for h in sorted(hashes))
+        )
+        assert dataset_content_hash(hashes, label) == labelled.hexdigest()
+    assert dataset_content_hash(hashes, "uncorrected") != dataset_content_hash(hashes, "mp2020")
 
     parts = {"train": hashes[:3], "val": hashes[3:4], "test": hashes[4:]}
     recipe = b"crossfid-split-v1\n"
@@ -169,7 +177,7 @@ def test_nested_subsets_are_prefixes_of_a_seeded_permutation():
 
 
 def test_freeze_counts_content_hash_versions_and_refusals(engine, loaded, bundles):
-    info = freeze_dataset(engine, loaded, "demo", ["GGA"])
+    info = freeze_dataset(engine, loaded, "demo", ["GGA"], energy_label="uncorrected")
     expected = expected_members(bundles)
     assert (info.name, info.version, info.fidelities) == ("demo", 1, ["GGA"])
     assert info.n_frames == len(expected)
@@ -177,13 +185,14 @@ def test_freeze_counts_content_hash_versions_and_refusals(engine, loaded, bundle
     elements = sorted({e for b in bundles for e in b.material.elements})
     assert info.elements == elements and info.n_elements == len(elements)
     # the hash comes from the frames' own content hashes, computed here from the Python records
-    assert info.content_hash == dataset_content_hash(expected)
+    assert info.content_hash == dataset_content_hash(expected, "uncorrected")
+    assert info.energy_label == "uncorrected"
     assert info.frozen and info.config_hash == hashlib.sha256(b"test-config").hexdigest()
 
-    everything = freeze_dataset(engine, loaded, "demo")  # all fidelities of the run
+    everything = freeze_dataset(engine, loaded, "demo", energy_label="uncorrected")  # all fidelities of the run
     assert everything.version == 2 and everything.fidelities == ["GGA", "r2SCAN"]
     assert everything.n_frames == len(expected_members(bundles, ("GGA", "r2SCAN"))) > info.n_frames
-    again = freeze_dataset(engine, loaded, "demo", ["GGA"])
+    again = freeze_dataset(engine, loaded, "demo", ["GGA"], energy_label="uncorrected")
     assert again.version == 3 and again.content_hash == info.content_hash and again.identical_to == ["demo:1"]
 
     with engine.connect() as conn:
@@ -201,15 +210,15 @@ def test_freeze_counts_content_hash_versions_and_refusals(engine, loaded, bundle
     assert sum(n for n, _ in detail.by_fidelity.values()) == everything.n_frames and detail.run_status == "completed"
 
     with pytest.raises(DatasetError, match="does not exist"):
-        freeze_dataset(engine, 999_999, "demo")
+        freeze_dataset(engine, 999_999, "demo", energy_label="uncorrected")
     with pytest.raises(DatasetError, match="is running"):
-        freeze_dataset(engine, curate(engine, status="running"), "demo")
+        freeze_dataset(engine, curate(engine, status="running"), "demo", energy_label="uncorrected")
     with pytest.raises(DatasetError, match="accepted no frames"):
-        freeze_dataset(engine, curate(engine, reject_all=True), "demo")
+        freeze_dataset(engine, curate(engine, reject_all=True), "demo", energy_label="uncorrected")
     with pytest.raises(DatasetError, match="not HSE06"):
-        freeze_dataset(engine, loaded, "demo", ["HSE06"])
+        freeze_dataset(engine, loaded, "demo", ["HSE06"], energy_label="uncorrected")
     with pytest.raises(DatasetError, match="invalid dataset name"):
-        freeze_dataset(engine, loaded, "123")
+        freeze_dataset(engine, loaded, "123", energy_label="uncorrected")
     assert [d.version for d in list_datasets(engine)] == [1, 2, 3]  # failures wrote nothing
 
 
@@ -220,7 +229,7 @@ def _refused(engine: Engine, statement: str, **params) -> str:
 
 
 def test_frozen_datasets_and_splits_are_immutable_in_the_database(engine, loaded):
-    info = freeze_dataset(engine, loaded, "demo", ["GGA"])
+    info = freeze_dataset(engine, loaded, "demo", ["GGA"], energy_label="uncorrected")
     split = create_split(engine, "demo", (8, 1, 1), 0, subset_sizes=[5])
     with engine.connect() as conn:
         frame_id = conn.scalar(text("SELECT min(frame_id) FROM dataset_frames WHERE dataset_id = :d"), {"d": info.id})
@@ -254,7 +263,7 @@ def test_frozen_datasets_and_splits_are_immutable_in_the_database(engine, loaded
 
 
 def test_material_split_is_whole_deterministic_and_has_nested_subsets(engine, loaded, bundles):
-    info = freeze_dataset(engine, loaded, "demo", ["GGA"])
+    info = freeze_dataset(engine, loaded, "demo", ["GGA"], energy_label="uncorrected")
     split = create_split(engine, "demo", "8:1:1", seed=0, subset_sizes=[10, 30, 60])
     assert split.created and split.ratios == (0.8, 0.1, 0.1) and split.strategy == "material"
     parts = members_by_part(engine, split.id)
@@ -320,7 +329,7 @@ def test_material_split_is_whole_deterministic_and_has_nested_subsets(engine, lo
 
 
 def test_structure_group_split_prevents_the_leak_the_audit_finds(engine, loaded, dask_client):
-    freeze_dataset(engine, loaded, "demo", ["GGA"])
+    freeze_dataset(engine, loaded, "demo", ["GGA"], energy_label="uncorrected")
     with engine.connect() as conn:
         rows = conn.execute(
             text(
@@ -386,7 +395,7 @@ def _voigt_ev(stress_gpa: np.ndarray) -> np.ndarray:
 def test_extxyz_export_reads_back_exactly_with_ase(engine, loaded, bundles, tmp_path):
     import ase.io
 
-    freeze_dataset(engine, loaded, "demo", ["GGA"])
+    freeze_dataset(engine, loaded, "demo", ["GGA"], energy_label="uncorrected")
     split = create_split(engine, "demo", (8, 1, 1), 0)
     paths = export_split(engine, split.id, tmp_path, "extxyz")
     assert [p.name for p in paths] == [f"demo-v1_material_0.8-0.1-0.1_seed0_{p}.extxyz" for p in PARTS]
@@ -437,7 +446,7 @@ def test_mptrj_export_reads_back_through_crossfid_and_chgnet(engine, loaded, bun
 
     from crossfid.ingest.mptrj import read_mptrj
 
-    freeze_dataset(engine, loaded, "demo", ["GGA"])
+    freeze_dataset(engine, loaded, "demo", ["GGA"], energy_label="uncorrected")
     split = create_split(engine, "demo", (8, 1, 1), 0)
     paths = export_split(engine, split.id, tmp_path, "mptrj")
     assert [p.suffix for p in paths] == [".json"] * 3
@@ -486,7 +495,7 @@ def test_mptrj_export_reads_back_through_crossfid_and_chgnet(engine, loaded, bun
 
 
 def test_exports_are_byte_identical_across_exports_and_databases(engine, other_engine, loaded, bundles, tmp_path):
-    first = freeze_dataset(engine, loaded, "demo", ["GGA"])
+    first = freeze_dataset(engine, loaded, "demo", ["GGA"], energy_label="uncorrected")
     # the other database gets an unrelated material first (then deleted) and the corpus in reverse order: other ids
     rng = np.random.default_rng(99)
     numbers = [26, 8, 26, 8]
@@ -497,7 +506,7 @@ def test_exports_are_byte_identical_across_exports_and_databases(engine, other_e
     with other_engine.begin() as conn:
         conn.execute(text("DELETE FROM materials WHERE external_id = 'mp-1'"))
     load(other_engine, list(reversed(bundles)))
-    second = freeze_dataset(other_engine, curate(other_engine), "demo", ["GGA"])
+    second = freeze_dataset(other_engine, curate(other_engine), "demo", ["GGA"], energy_label="uncorrected")
     with engine.connect() as a, other_engine.connect() as b:
         ids_a = sorted(a.scalars(text("SELECT frame_id FROM dataset_frames")))
         ids_b = sorted(b.scalars(text("SELECT frame_id FROM dataset_frames")))
@@ -535,7 +544,9 @@ def test_dataset_commands(engine, loaded, database_url, monkeypatch, tmp_path):
         return result
 
     assert "no datasets yet" in run("list").output
-    frozen = run("freeze", "--run", str(loaded), "--name", "demo", "--fidelity", "pbe").output
+    frozen = run(
+        "freeze", "--run", str(loaded), "--name", "demo", "--fidelity", "pbe", "--energy-label", "uncorrected"
+    ).output
     assert "froze dataset demo:1" in frozen and "GGA" in frozen
     with engine.connect() as conn:
         content_hash = resolve_dataset(conn, "demo").content_hash
@@ -565,3 +576,71 @@ def test_dataset_commands(engine, loaded, database_url, monkeypatch, tmp_path):
     failed = runner.invoke(dataset_app, ["audit", "demo"])
     assert failed.exit_code == 1 and "matches 2 splits" in str(failed.exception)
     assert Counter(d.version for d in list_datasets(engine)) == {1: 1}
+
+
+# --------------------------------------------------------------------------- training energy (issue: one energy)
+
+
+def test_the_training_energy_is_chosen_at_freezing_and_read_by_training(engine, loaded, bundles):
+    from crossfid.training.data import load_split_frames
+
+    plain = freeze_dataset(engine, loaded, "plain", ["GGA"], energy_label="uncorrected")
+    corrected = freeze_dataset(engine, loaded, "corrected", ["GGA"], energy_label="mp2020")
+    assert (plain.energy_label, corrected.energy_label) == ("uncorrected", "mp2020")
+    assert plain.n_frames == corrected.n_frames
+    assert plain.content_hash != corrected.content_hash and corrected.identical_to == []
+    assert corrected.content_hash == dataset_content_hash(expected_members(bundles), "mp2020")
+
+    frames = {h: v[2] for h, v in record_frames(bundles).items()}
+    for info, attribute in ((plain, "energy"), (corrected, "corrected_energy")):
+        split = create_split(engine, info.ref, ratios=(8, 1, 1), seed=0)
+        with Session(engine) as session:
+            loaded_frames = load_split_frames(session, split.id, "train")
+        assert loaded_frames
+        for frame in loaded_frames:
+            record = frames[frame.content_hash]
+            assert frame.energy_per_atom == pytest.approx(getattr(record, attribute) / record.n_atoms, abs=1e-12)
+
+
+def _variant(bundles: list[Bundle], change) -> list[Bundle]:
+    import copy
+
+    changed = copy.deepcopy(bundles)
+    for bundle in changed:
+        for task in bundle.tasks:
+            change(task)
+    return changed
+
+
+def test_mp2020_needs_a_corrected_energy_on_every_frame(engine, bundles):
+    def drop_r2scan_corrections(task):
+        if task.fidelity == "r2SCAN":
+            for frame in task.frames:
+                frame.corrected_energy = None
+
+    load(engine, _variant(bundles, drop_r2scan_corrections))
+    run = curate(engine)
+    with pytest.raises(DatasetError, match=r"frames \(r2SCAN\) have no MP2020-corrected energy"):
+        freeze_dataset(engine, run, "mixed", energy_label="mp2020")
+    assert freeze_dataset(engine, run, "gga", ["GGA"], energy_label="mp2020").n_frames > 0  # all GGA frames have one
+    assert freeze_dataset(engine, run, "both", energy_label="uncorrected").fidelities == ["GGA", "r2SCAN"]
+
+
+def test_frames_of_different_energy_quantities_are_never_mixed(engine, bundles):
+    def quantities(task):
+        task.energy_quantity = "e_fr_energy" if task.fidelity == "r2SCAN" else "e_0_energy"
+
+    load(engine, _variant(bundles, quantities))
+    run = curate(engine)
+    with pytest.raises(DatasetError, match=r"different VASP quantities \(.* e_0_energy, .* e_fr_energy frames\)"):
+        freeze_dataset(engine, run, "mixed", energy_label="uncorrected")
+    assert freeze_dataset(engine, run, "gga", ["GGA"], energy_label="uncorrected").n_frames > 0
+
+
+def test_freeze_requires_an_energy_label_on_the_command_line(engine, loaded, database_url, monkeypatch):
+    monkeypatch.setenv("CROSSFID_DATABASE_URL", database_url)
+    runner = CliRunner()
+    result = runner.invoke(dataset_app, ["freeze", "--run", str(loaded), "--name", "demo"])
+    assert result.exit_code == 2 and "--energy-label" in result.output
+    result = runner.invoke(dataset_app, ["freeze", "--run", str(loaded), "--name", "demo", "--energy-label", "raw"])
+    assert result.exit_code == 2

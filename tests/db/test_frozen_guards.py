@@ -41,7 +41,7 @@ class Frozen:
 def frozen(engine: Engine, bundles: list[Bundle]) -> Frozen:
     load(engine, bundles)
     run = curate(engine)
-    info = freeze_dataset(engine, run, "demo", ["GGA"])
+    info = freeze_dataset(engine, run, "demo", ["GGA"], energy_label="uncorrected")
     split = create_split(engine, "demo", (8, 1, 1), 0, subset_sizes=[5])
     with engine.connect() as conn:
         frame, task, material = conn.execute(
@@ -271,7 +271,7 @@ def _twin_bundles() -> list[Bundle]:
 def test_subset_ties_between_identical_frames_follow_the_stable_frame_order(engine):
     bundles = _twin_bundles()
     load(engine, bundles)
-    freeze_dataset(engine, curate(engine), "twins")
+    freeze_dataset(engine, curate(engine), "twins", energy_label="uncorrected")
     split = create_split(engine, "twins", (1, 0, 0), 4)
     n_train = split.parts["train"].n_frames
     n_distinct = scalar(
@@ -391,7 +391,7 @@ def test_decisions_and_run_of_a_frozen_dataset_cannot_be_changed(engine, frozen,
 
 def test_legitimate_writes_still_work(engine, frozen):
     # another version from the same run, another split with subsets of an existing one
-    second = freeze_dataset(engine, frozen.run, "demo", ["GGA", "r2SCAN"])
+    second = freeze_dataset(engine, frozen.run, "demo", ["GGA", "r2SCAN"], energy_label="uncorrected")
     assert second.version == 2 and second.frozen
     assert create_split(engine, "demo:1", (8, 1, 1), 1, subset_sizes=[4]).created
     assert create_split(engine, "demo:2", (6, 2, 2), 0, "structure-group", [3]).created
@@ -423,7 +423,7 @@ def test_legitimate_writes_still_work(engine, frozen):
     run_sql(engine, "DELETE FROM materials WHERE external_id = 'mp-6001'")
     # a new curation run over everything, frozen as a new dataset
     later = curate(engine)
-    third = freeze_dataset(engine, later, "later")
+    third = freeze_dataset(engine, later, "later", energy_label="uncorrected")
     assert third.n_frames > second.n_frames
     # a scratch dataset is made, changed and deleted
     scratch = scratch_dataset(engine, later, "GGA")

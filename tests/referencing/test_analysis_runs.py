@@ -81,7 +81,7 @@ def split_engine(engine, database_url, catalogue_corpus, client):
 
     assert ingest(engine, "demo", "demo", read_demo_corpus(catalogue_corpus.path)).quarantined == 0
     summary = run_curation(engine, database_url, TARGET, client=client)
-    freeze_dataset(engine, summary.run_id, "cat")
+    freeze_dataset(engine, summary.run_id, "cat", energy_label="uncorrected")
     create_split(engine, "cat", (8, 1, 1), seed=0)
     return engine
 

@@ -13,5 +13,5 @@ def make_tiny_split(engine, database_url, corpus, client, *, subsets=()) -> int:
 
     assert ingest(engine, "demo", "demo", read_demo_corpus(corpus.path)).quarantined == 0
     summary = run_curation(engine, database_url, ["r2SCAN"], client=client)
-    freeze_dataset(engine, summary.run_id, "tiny")
+    freeze_dataset(engine, summary.run_id, "tiny", energy_label="uncorrected")
     return create_split(engine, "tiny", (6, 2, 2), seed=0, subset_sizes=subsets).id

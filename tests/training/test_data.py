@@ -69,7 +69,7 @@ def split_db(server_url, demo_corpus, client):
         migrate.upgrade(engine)
         assert ingest(engine, "demo", "demo", read_demo_corpus(demo_corpus.path)).quarantined == 0
         summary = run_curation(engine, url, FIDELITIES, client=client)
-        freeze_dataset(engine, summary.run_id, "demo")
+        freeze_dataset(engine, summary.run_id, "demo", energy_label="uncorrected")
         split = create_split(engine, "demo", (3, 1, 1), seed=0, subset_sizes=SUBSET_SIZES)
         assert all(split.parts[part].n_frames > 0 for part in PARTS)
         yield engine, split.id
