@@ -169,7 +169,7 @@ def _read_partition(conn, material_ids: Sequence[int], fidelities: Sequence[str]
     task_rows = conn.execute(
         text(
             """
-            SELECT t.id, t.material_id, t.fidelity, t.task_type, t.hubbards, t.input_parameters
+            SELECT t.id, t.material_id, t.fidelity, t.task_type, t.hubbards, t.input_parameters, t.energy_quantity
               FROM tasks t JOIN sources s ON s.id = t.source_id
              WHERE t.material_id = ANY(:materials) AND t.fidelity = ANY(:fidelities)
              ORDER BY t.material_id, s.name, t.external_id
@@ -193,7 +193,8 @@ def _read_partition(conn, material_ids: Sequence[int], fidelities: Sequence[str]
     reference_rows = conn.execute(
         text(
             """
-            SELECT r.material_id, r.fidelity, r.energy_per_atom, r.task_id, t.hubbards
+            SELECT r.material_id, r.fidelity, r.energy_per_atom, r.task_id, t.hubbards,
+                   coalesce(r.energy_quantity, t.energy_quantity) AS energy_quantity
               FROM reference_entries r LEFT JOIN tasks t ON t.id = r.task_id
              WHERE r.material_id = ANY(:materials) AND r.fidelity = ANY(:fidelities)
             """
@@ -231,6 +232,7 @@ def _read_partition(conn, material_ids: Sequence[int], fidelities: Sequence[str]
                 hubbards=row.hubbards or None,
                 nelm=nelm_from_input_parameters(row.input_parameters),
                 frames=frames,
+                energy_quantity=row.energy_quantity,
             )
         )
         key = (row.material_id, row.fidelity)
@@ -254,7 +256,9 @@ def _read_partition(conn, material_ids: Sequence[int], fidelities: Sequence[str]
                     hubbards = row.hubbards or {}
                 elif row.fidelity == "GGA":
                     hubbards = {}
-            reference = ReferenceView(energy_per_atom=row.energy_per_atom, hubbards=hubbards)
+            reference = ReferenceView(
+                energy_per_atom=row.energy_per_atom, hubbards=hubbards, energy_quantity=row.energy_quantity
+            )
         views[material_id] = (tasks_of.get(material_id, []), reference)
     return views
 

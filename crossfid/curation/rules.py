@@ -111,6 +111,8 @@ class TaskView:
     hubbards: Mapping[str, float] | None
     nelm: int | None
     frames: tuple[FrameView, ...] = field(default_factory=tuple)
+    #: which VASP energy the frames' energies are (``tasks.energy_quantity``); None or "unknown": not known
+    energy_quantity: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frames", tuple(sorted(self.frames, key=lambda f: f.ionic_step)))
@@ -128,6 +130,8 @@ class ReferenceView:
 
     energy_per_atom: float
     hubbards: Mapping[str, float] | None = None
+    #: which VASP energy ``energy_per_atom`` is (``reference_entries.energy_quantity``); None: not known
+    energy_quantity: str | None = None
 
     def __post_init__(self) -> None:
         if not is_finite(self.energy_per_atom):
@@ -197,8 +201,10 @@ def hubbard_consistency(tasks: Iterable[TaskView], reference: ReferenceView, con
 def final_frame_agreement(tasks: Iterable[TaskView], reference: ReferenceView, config: CurationConfig) -> RuleOutcome:
     """Rule 2: keep a task when its last frame (highest ionic step) has ``|E_last - E_ref| < threshold``.
 
-    A last frame without a (finite) energy cannot show agreement: the task is rejected.
-    A task without frames passes (it has nothing to decide).
+    A last frame without a (finite) energy cannot show agreement: the task is rejected, and so
+    is a task whose energies are another VASP quantity than ``E_ref`` (e.g. ``e_fr_energy``
+    against an ``e_0_energy`` entry: for smeared metals they differ by more than rule 6's
+    tolerance). A task without frames passes (it has nothing to decide).
     """
     remaining: list[TaskView] = []
     decisions: list[Decision] = []
@@ -215,6 +221,14 @@ def final_frame_agreement(tasks: Iterable[TaskView], reference: ReferenceView, c
             "e_ref": e_ref,
             "threshold": threshold,
         }
+        if _incomparable(task.energy_quantity, reference.energy_quantity):
+            detail.update(task_energy=task.energy_quantity, reference_energy=reference.energy_quantity)
+            message = (
+                f"the task's energies are {task.energy_quantity}, the primary entry's {reference.energy_quantity}: "
+                "different VASP quantities cannot be compared"
+            )
+            decisions += _reject_task(task, FINAL_FRAME_AGREEMENT, detail, message)
+            continue
         if not last.energy_ok:
             detail.update(e_last=None, delta_e=None)
             message = "the last frame has no finite energy, so its agreement with E_ref cannot be checked"
@@ -228,6 +242,12 @@ def final_frame_agreement(tasks: Iterable[TaskView], reference: ReferenceView, c
             continue
         remaining.append(task)
     return RuleOutcome(remaining=tuple(remaining), decisions=tuple(decisions))
+
+
+def _incomparable(task_quantity: str | None, reference_quantity: str | None) -> bool:
+    """Whether two energies are known to be different VASP quantities (unknown ones are compared as before)."""
+    known = {q for q in (task_quantity, reference_quantity) if q not in (None, "unknown")}
+    return len(known) == 2
 
 
 # --------------------------------------------------------------------------- frame-level rules

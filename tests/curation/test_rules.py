@@ -218,6 +218,25 @@ def test_final_frame_agreement_uses_the_last_ionic_step_and_needs_its_energy():
     assert out.remaining == () and out.decisions[0].detail["e_last"] is None
 
 
+def test_final_frame_agreement_never_compares_different_energy_quantities():
+    """An e_fr_energy task against an e_0_energy entry is rejected even when the numbers agree; unknown compares."""
+    from dataclasses import replace
+
+    t = task("t", [frame(1, E_REF)])
+    fr = replace(t, energy_quantity="e_fr_energy")
+    zero = replace(t, energy_quantity="e_0_energy")
+    reference = ReferenceView(E_REF, energy_quantity="e_0_energy")
+    out = final_frame_agreement([fr, zero], reference, CONFIG)
+    assert out.remaining == (zero,)
+    (decision,) = out.decisions
+    assert decision.rule == FINAL_FRAME_AGREEMENT and not decision.accepted
+    assert "e_fr_energy" in decision.message and "e_0_energy" in decision.message
+    assert decision.detail["task_energy"] == "e_fr_energy"
+    unknown = replace(t, energy_quantity="unknown")
+    assert final_frame_agreement([unknown], reference, CONFIG).remaining == (unknown,)
+    assert final_frame_agreement([fr], ReferenceView(E_REF), CONFIG).remaining == (fr,)
+
+
 # --------------------------------------------------------------------------- rule 3
 
 
