@@ -17,11 +17,12 @@ and calculator results.
 
 Labels (first found wins)
 -------------------------
-* energy: calculator ``free_energy``, calculator ``energy``, ``info["free_energy"]``,
-  ``info["energy"]``, ``info["REF_energy"]`` (eV). The free energy comes first
-  because the canonical energy is VASP's free energy ``e_fr_energy`` (TOTEN), which
-  ASE's VASP readers store as ``free_energy`` (their ``energy`` is the σ→0 value);
-  for other codes both are usually equal.
+* energy: calculator ``energy``, calculator ``free_energy``, ``info["energy"]``,
+  ``info["free_energy"]``, ``info["REF_energy"]`` (eV). ``energy`` comes first because
+  crossfid's energy is VASP's σ → 0 energy ``e_0_energy`` (docs/ingestion.md, "Units and
+  conventions"), which ASE's VASP readers store as ``energy`` (``free_energy`` is TOTEN);
+  for other codes both are usually equal. The file does not say which code made it,
+  so its tasks' ``energy_quantity`` is ``unknown``.
 * forces: calculator ``forces``, ``arrays["forces"]``, ``arrays["REF_forces"]`` (eV/Å).
 * stress: calculator ``stress``, ``info["stress"]``, ``info["REF_stress"]`` (Voigt 6,
   3×3 or 9 values). With ``stress_convention="ase"`` (default) it is ASE's
@@ -333,9 +334,9 @@ def _frame_from_atoms(atoms, stress_convention: StressConvention) -> Frame:
 
     results = dict(atoms.calc.results) if atoms.calc is not None else {}
     info, arrays = atoms.info, atoms.arrays
-    energy = _first(results, "free_energy", "energy")
+    energy = _first(results, "energy", "free_energy")
     if energy is None:
-        energy = _first(info, "free_energy", "energy", "REF_energy")
+        energy = _first(info, "energy", "free_energy", "REF_energy")
     if energy is None:
         raise RecordError("frame has no energy (no calculator result, no info 'energy'/'free_energy'/'REF_energy')")
     forces = _first(results, "forces")
