@@ -49,8 +49,51 @@ VOCABULARIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "ENERGY_LABELS": ("datasets", "energy_label", ("uncorrected", "mp2020")),
 }
 
+#: frozen copy of what identifies each seeded fidelity: (name, functional, exact exchange, screening 1/Å, INCAR tags)
+SEEDED_FIDELITY_PARAMETERS: tuple[tuple[str, str, float | None, float | None, dict], ...] = (
+    ("GGA", "PBE", None, None, {"GGA": "PE"}),
+    ("GGA+U", "PBE", None, None, {"GGA": "PE", "LDAU": True}),
+    ("PBEsol", "PBEsol", None, None, {"GGA": "PS"}),
+    ("PBEsol+U", "PBEsol", None, None, {"GGA": "PS", "LDAU": True}),
+    ("SCAN", "SCAN", None, None, {"METAGGA": "SCAN"}),
+    ("SCAN+U", "SCAN", None, None, {"METAGGA": "SCAN", "LDAU": True}),
+    ("r2SCAN", "r2SCAN", None, None, {"METAGGA": "R2SCAN"}),
+    ("r2SCAN+U", "r2SCAN", None, None, {"METAGGA": "R2SCAN", "LDAU": True}),
+    ("HSE06", "HSE06", 0.25, 0.2, {"GGA": "PE", "LHFCALC": True, "AEXX": 0.25, "HFSCREEN": 0.2}),
+    ("HSE06+U", "HSE06", 0.25, 0.2, {"GGA": "PE", "LHFCALC": True, "AEXX": 0.25, "HFSCREEN": 0.2, "LDAU": True}),
+    ("PBE0", "PBE0", 0.25, 0.0, {"GGA": "PE", "LHFCALC": True, "AEXX": 0.25, "HFSCREEN": 0.0}),
+    ("PBE-D3", "PBE", None, None, {"GGA": "PE", "IVDW": 11}),
+    ("PBE-D3(BJ)", "PBE", None, None, {"GGA": "PE", "IVDW": 12}),
+    ("PBE+U-D3", "PBE", None, None, {"GGA": "PE", "LDAU": True, "IVDW": 11}),
+    ("PBE+U-D3(BJ)", "PBE", None, None, {"GGA": "PE", "LDAU": True, "IVDW": 12}),
+    (
+        "optB88-vdW",
+        "optB88-vdW",
+        None,
+        None,
+        {"GGA": "BO", "PARAM1": 0.1833333333, "PARAM2": 0.22, "LUSE_VDW": True, "AGGAC": 0.0},
+    ),
+    (
+        "optB86b-vdW",
+        "optB86b-vdW",
+        None,
+        None,
+        {"GGA": "MK", "PARAM1": 0.1234, "PARAM2": 1.0, "LUSE_VDW": True, "AGGAC": 0.0},
+    ),
+    ("vdW-DF2", "vdW-DF2", None, None, {"GGA": "ML", "Zab_vdW": -1.8867, "LUSE_VDW": True, "AGGAC": 0.0}),
+    ("SCAN-rVV10", "SCAN", None, None, {"METAGGA": "SCAN", "LUSE_VDW": True}),
+    ("r2SCAN-rVV10", "r2SCAN", None, None, {"METAGGA": "R2SCAN", "LUSE_VDW": True}),
+    ("r2SCAN-D4", "r2SCAN", None, None, {"METAGGA": "R2SCAN", "IVDW": 13}),
+    ("r2SCAN+U-rVV10", "r2SCAN", None, None, {"METAGGA": "R2SCAN", "LDAU": True, "LUSE_VDW": True}),
+)
+
 #: checks that are new in this revision (the others replace an existing one)
-_NEW_CHECKS = ("tasks.energy_quantity", "reference_entries.energy_quantity", "tasks.material_rule", "datasets.energy_label")
+_NEW_CHECKS = (
+    "tasks.energy_quantity",
+    "reference_entries.energy_quantity",
+    "tasks.material_rule",
+    "datasets.energy_label",
+)
 
 
 def _check(table: str, column: str, values: tuple[str, ...]) -> None:
@@ -75,14 +118,26 @@ def upgrade() -> None:
         op.f("ck_fidelities_screening_non_negative"), "fidelities", "screening IS NULL OR screening >= 0"
     )
     op.add_column("tasks", sa.Column("material_rule", sa.Text(), nullable=True))
-    op.add_column(
-        "tasks", sa.Column("final_frame_only", sa.Boolean(), server_default=sa.text("false"), nullable=False)
-    )
+    op.add_column("tasks", sa.Column("final_frame_only", sa.Boolean(), server_default=sa.text("false"), nullable=False))
     op.add_column("tasks", sa.Column("energy_quantity", sa.Text(), server_default="unknown", nullable=False))
     op.add_column("reference_entries", sa.Column("energy_quantity", sa.Text(), nullable=True))
     op.add_column("datasets", sa.Column("energy_label", sa.Text(), nullable=True))
     for table, column, values in VOCABULARIES.values():
         _check(table, column, values)
+    fidelities = sa.table(
+        "fidelities",
+        sa.column("name", sa.Text()),
+        sa.column("functional", sa.Text()),
+        sa.column("exact_exchange", sa.DOUBLE_PRECISION()),
+        sa.column("screening", sa.DOUBLE_PRECISION()),
+        sa.column("parameters", postgresql.JSONB()),
+    )
+    for name, functional, exact_exchange, screening, parameters in SEEDED_FIDELITY_PARAMETERS:
+        op.execute(
+            fidelities.update()
+            .where(fidelities.c.name == name)
+            .values(functional=functional, exact_exchange=exact_exchange, screening=screening, parameters=parameters)
+        )
 
 
 def downgrade() -> None:

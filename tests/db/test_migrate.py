@@ -90,6 +90,14 @@ def test_fidelity_vocabulary_is_seeded_and_matches_python(engine):
         rows = set(conn.execute(text("SELECT name, family, hubbard, dispersion, description FROM fidelities")).all())
     assert names == set(FIDELITY_NAMES)
     assert rows == {tuple(f)[:5] for f in FIDELITIES}
+    with engine.connect() as conn:
+        identified = {
+            row[0]: tuple(row[1:])
+            for row in conn.execute(
+                text("SELECT name, functional, exact_exchange, screening, parameters FROM fidelities")
+            ).all()
+        }
+    assert identified == {f.name: (f.functional, f.exact_exchange, f.screening, f.parameters) for f in FIDELITIES}
     assert {"GGA", "GGA+U", "r2SCAN", "r2SCAN+U", "HSE06", "PBE-D3", "r2SCAN-rVV10", "optB88-vdW"} <= names
 
 
