@@ -1,9 +1,10 @@
-"""Materials Project sources: the real mp_api client against a local API, and MP document files.
+"""Materials Project sources: ids, trajectories, the real mp_api client against the imitation API, MP files.
 
-The local API (tests/support/mp_server.py) serves emmet-core documents built from known
-values; these tests check that those values come out of the sources unchanged (in
-canonical units), that fidelity comes from the INCAR, and that the API key stays
-out of every record.
+The imitation API (tests/support/mp_server.py) serves emmet-core documents built from
+known values, including what the real server (tests/ingest/test_mp_api_real.py) cannot:
+whole task documents, error answers, GGA+U and r2SCAN thermo documents. These tests check
+that those values come out of the sources unchanged (in canonical units), that fidelity
+comes from the INCAR, and that the API key stays out of every record.
 """
 
 from __future__ import annotations
@@ -19,13 +20,18 @@ from monty.serialization import dumpfn
 from support import mp_server
 
 from crossfid.ingest.mp_api import (
+    CLIENT_CALLS,
     MaterialsProjectError,
+    attach_trajectory,
     calc_type_fidelity,
+    legacy_task_ids,
+    missing_client_arguments,
     normalize_fidelities,
     read_materials_project,
     select_tasks,
     split_calc_type,
     thermo_types_for,
+    trajectory_frames,
 )
 from crossfid.ingest.mp_docs import (
     format_mp_id,
@@ -33,7 +39,8 @@ from crossfid.ingest.mp_docs import (
     task_document_to_bundle,
     thermo_document_to_references,
 )
-from crossfid.ingest.records import Bundle, RawDocument, Refusal, validate_bundle
+from crossfid.ingest.mp_ids import alpha_mp_id, legacy_mp_id, mp_id_key, mp_id_sort_key, parse_mp_id
+from crossfid.ingest.records import Bundle, Frame, RawDocument, Refusal, Task, validate_bundle
 
 ALL_MATERIALS = ["mp-19770", "mp-149"]
 
@@ -95,8 +102,8 @@ def assert_frames_equal(frames, steps, nelm):
         assert np.array_equal(frame.lattice, np.asarray(step.lattice))
         assert [int(z) for z in frame.atomic_numbers] == [{"Fe": 26, "O": 8, "Si": 14}[s] for s in step.species]
         assert np.array_equal(frame.frac_coords, np.asarray(step.frac))
-        assert frame.energy == step.energy  # e_fr_energy, not e_0_energy
-        assert frame.energy != step.e0
+        assert frame.energy == step.e0  # e_0_energy (σ → 0), the quantity of MP's entries, not e_fr_energy
+        assert frame.energy != step.energy
         assert np.array_equal(frame.forces, np.asarray(step.forces))
         assert np.array_equal(frame.stress, np.asarray(step.stress_kbar) * -0.1)
         if step.magmoms is None:
@@ -117,7 +124,8 @@ def test_calc_type_helpers():
     assert calc_type_fidelity("GGA Static") == "GGA"
     assert calc_type_fidelity("PBE+U Static") == "GGA+U"
     assert calc_type_fidelity("r2SCAN Structure Optimization") == "r2SCAN"
-    assert calc_type_fidelity("LDA Static") is None
+    assert calc_type_fidelity("LDA Static") == "LDA"  # any functional pymatgen/emmet identify is a fidelity
+    assert calc_type_fidelity("XYZ Static") is None
     assert normalize_fidelities(["pbe", "GGA", "R2SCAN"]) == ("GGA", "r2SCAN")
     with pytest.raises(ValueError):
         normalize_fidelities(["B3LYP-ish"])
@@ -158,6 +166,113 @@ def test_format_mp_id():
     assert format_mp_id("task-xyz") == "task-xyz"
 
 
+def test_mp_ids_legacy_and_alpha_both_ways():
+    from emmet.core.types.typing import format_identifier, format_task_id
+
+    cases = [("mp-149", "mp-aaaaaaft", "mp-ft", "aaaaaaft"), ("mp-1201400", "mp-aaacqjfs", "mp-cqjfs", "aaacqjfs")]
+    for legacy, material, unpadded, task in cases:
+        assert alpha_mp_id(legacy) == material == format_identifier(legacy, legacy=False)
+        assert alpha_mp_id(legacy, task=True) == task == format_task_id(legacy, legacy=False)
+        for form in (legacy, material, unpadded, task):
+            assert legacy_mp_id(form, bare=form == task) == legacy
+            assert alpha_mp_id(form, bare=form == task) == material
+            assert mp_id_key(form, bare=form == task) == mp_id_key(legacy)
+    assert legacy_mp_id("aaaaaaft") == "aaaaaaft"  # a bare word is an MP id only where the caller says so
+    assert legacy_mp_id("149", bare=True) == "mp-149"
+    assert legacy_mp_id("mvc-aaaaaaam") == "mvc-12" and alpha_mp_id("mvc-12") == "mvc-aaaaaaam"
+    # above AlphaID's cut point no legacy number was minted: the id stays the AlphaID the API serves
+    assert legacy_mp_id("mp-hilze") == "mp-aaahilze" == format_identifier("mp-aaahilze", legacy=True)
+    assert legacy_mp_id("mp-3347530") == "mp-aaahilze" == alpha_mp_id("mp-3347530")
+    for other in ("task-xyz", "vasp:abc-def", "MP-149", "mp-1a", "mp-", "", "mp-149/relax1"):
+        assert legacy_mp_id(other) == other and alpha_mp_id(other) == other and parse_mp_id(other) is None
+    assert sorted(["mp-aaaaabmn", "mp-10", "x", "mp-9"], key=mp_id_sort_key) == ["mp-9", "mp-10", "mp-aaaaabmn", "x"]
+
+
+def test_every_argument_crossfid_passes_exists_in_the_installed_client():
+    assert missing_client_arguments() == []
+    searched = {method: args for (_, cls, method), args in CLIENT_CALLS.items() if cls == "TaskRester"}
+    assert "chemsys" not in searched["search"]  # the tasks endpoint has no chemsys filter any more
+
+
+def test_served_alpha_task_ids_are_stored_in_legacy_form(documents):
+    doc = next(d for d in documents.tasks if format_mp_id(d["task_id"]) == "mp-1002")
+    served = {**doc, "task_id": "aaaaabmo"}  # mp-1002 as MP's tasks collection writes it
+    bundle = legacy_task_ids(task_document_to_bundle(served, "loc", material_id="mp-19770"), "aaaaabmo")
+    assert [t.external_id for t in bundle.tasks] == ["mp-1002", "mp-1002/precondition"]
+    assert legacy_task_ids(bundle, "mp-1002") is bundle
+
+
+# --------------------------------------------------------------------------- trajectories
+
+
+def emmet_trajectory(documents, task_id: str) -> dict:
+    """emmet's RelaxTrajectory of a task's calculations of its final calc type (what MP's trajectory table holds)."""
+    from emmet.core.vasp.calculation import get_trajectories_from_calculations
+
+    calcs = documents.task_models[task_id].calcs_reversed[::-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return get_trajectories_from_calculations(calcs, separate=False)[-1].model_dump()
+
+
+def final_frame_task(documents, task_id: str, quantity: str) -> Task:
+    """A task as stored from a core document: its output frame only."""
+    truth = documents.truth[task_id]
+    step = truth.calcs[-1][2][-1]
+    frame = Frame.from_structure(
+        mp_server._structure(step),
+        0,
+        step.e0 if quantity == "e_0_energy" else step.energy,
+        forces=np.asarray(step.forces),
+        stress=np.asarray(step.stress_kbar) * -0.1,
+    )
+    incar = truth.calcs[-1][1]
+    return Task(
+        task_id,
+        "GGA+U",
+        "PBE+U",
+        "relax",
+        [frame],
+        input_parameters=incar,
+        energy_quantity=quantity,
+        final_frame_only=True,
+    )
+
+
+def test_trajectory_frames_of_an_emmet_trajectory(documents):
+    trajectory = emmet_trajectory(documents, "mp-1001")
+    truth = expected_frames(documents.truth["mp-1001"], ["relax1", "relax2"])
+    frames = trajectory_frames(trajectory, "e_fr_energy", nelm=100)
+    assert [f.ionic_step for f in frames] == [0, 1, 2]
+    for frame, step in zip(frames, truth, strict=True):
+        assert np.allclose(frame.lattice, step.lattice, rtol=0, atol=1e-12)
+        assert np.allclose(frame.frac_coords, step.frac, rtol=0, atol=1e-12)
+        assert [int(z) for z in frame.atomic_numbers] == [26, 26, 8, 8, 8]
+        assert frame.energy == step.energy
+        assert np.array_equal(frame.forces, np.asarray(step.forces))
+        assert np.allclose(frame.stress, np.asarray(step.stress_kbar) * -0.1, rtol=0, atol=1e-12)
+        assert frame.n_electronic_steps == step.n_scf and frame.scf_converged == (step.n_scf < 100)
+    assert [f.energy for f in trajectory_frames(trajectory, "e_0_energy")] == [s.e0 for s in truth]
+
+
+def test_attach_trajectory_keeps_one_energy_quantity(documents):
+    trajectory = emmet_trajectory(documents, "mp-1001")
+    truth = expected_frames(documents.truth["mp-1001"], ["relax1", "relax2"])
+    sigma0 = attach_trajectory(final_frame_task(documents, "mp-1001", "e_0_energy"), trajectory)
+    assert not sigma0.final_frame_only and sigma0.energy_quantity == "e_0_energy"
+    assert [f.energy for f in sigma0.frames] == [s.e0 for s in truth]
+    assert sigma0.frames[-1].scf_converged is True and sigma0.frames[1].scf_converged is False  # NELM 100
+    # a task whose quantity is not known takes the trajectory energy that equals its final frame's
+    unknown = attach_trajectory(final_frame_task(documents, "mp-1001", "unknown"), trajectory)
+    assert unknown.energy_quantity == "e_fr_energy" and [f.energy for f in unknown.frames] == [s.energy for s in truth]
+    # another task's trajectory, or a task that has its steps already, is not attached
+    assert (
+        attach_trajectory(final_frame_task(documents, "mp-1001", "e_fr_energy"), emmet_trajectory(documents, "mp-1005"))
+        is None
+    )
+    assert attach_trajectory(unknown, trajectory) is None
+
+
 # --------------------------------------------------------------------------- the API source
 
 
@@ -169,6 +284,8 @@ def test_api_frames_round_trip_exactly(api_run, documents):
         assert bundle.location == f"mp-api:{task_id}"
         assert bundle.material.external_id == truth.material_id
         assert_frames_equal(task.frames, expected_frames(truth, calcs), truth.nelm)
+        assert task.energy_quantity == "e_0_energy" and not task.final_frame_only
+        assert task.material_rule == "mp-materials"
         cleaned, refusals = validate_bundle(bundle)
         assert refusals == [] and cleaned is not None
     _, relaxation = task_of(records, "mp-1001")
@@ -289,10 +406,18 @@ def test_api_rejected_key_gives_clear_error_without_the_key(server):
     assert wrong not in str(info.value)
 
 
-def test_api_chemsys_formula_and_fidelity_selection(server):
-    records = list(read_materials_project(chemsys="Si", api_key=mp_server.API_KEY, endpoint=server.url))
-    assert sorted(r.location for r in records) == ["mp-api:mp-1005", "mp-api:mp-149#thermo"]
-    server.requests.clear()
+def test_api_server_error_gives_clear_error_without_the_key(documents, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    with (
+        mp_server.serve(documents, fail={"materials/thermo": 500}) as srv,
+        pytest.raises(MaterialsProjectError, match="thermo search failed") as info,
+    ):
+        list(read_materials_project(material_ids=["mp-149"], api_key=mp_server.API_KEY, endpoint=srv.url))
+    assert "500" in str(info.value) and mp_server.API_KEY not in str(info.value)
+
+
+def test_api_fidelity_selection(server):
+    """Fidelities choose tasks and thermo types (chemsys and formula: tests/ingest/test_mp_api_real.py)."""
     records = list(
         read_materials_project(formula="Fe2O3", fidelities=["r2SCAN"], api_key=mp_server.API_KEY, endpoint=server.url)
     )
@@ -300,20 +425,7 @@ def test_api_chemsys_formula_and_fidelity_selection(server):
     thermo = bundles_by_location(records)["mp-api:mp-19770#thermo"]
     assert [ref.fidelity for ref in thermo.references] == ["r2SCAN"]
     assert [r.params["thermo_types"] for r in server.requested("materials/thermo")] == ["r2SCAN"]
-
-
-def test_local_server_paginates_like_the_api(server):
-    from mp_api.client import MPRester
-
-    ids = ["mp-1001", "mp-1002", "mp-1003", "mp-1004", "mp-1005"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with MPRester(mp_server.API_KEY, endpoint=server.url, use_document_model=False, mute_progress_bars=True) as mpr:
-            docs = mpr.materials.tasks.search(task_ids=ids, chunk_size=2, fields=["task_id", "run_type"])
-    assert sorted(format_mp_id(d["task_id"]) for d in docs) == ids
-    pages = server.requested("materials/tasks")
-    assert [p.params.get("_skip") for p in pages] == [None, "2", "4"]
-    assert all(set(d) == {"task_id", "run_type"} for d in docs)
+    assert all(t.material_rule == "mp-materials" for r in records if isinstance(r, Bundle) for t in r.tasks)
 
 
 # --------------------------------------------------------------------------- document files
@@ -414,14 +526,16 @@ def test_mp_docs_bad_files_refused_others_read(documents, tmp_path):
 
 def test_mp_docs_refusals_for_unusable_documents(documents):
     served = {format_mp_id(d["task_id"]): d for d in documents.tasks}
-    no_material = task_document_to_bundle(served["mp-1001"], "loc")
-    assert isinstance(no_material, Refusal) and "no material id" in no_material.reason
+    no_material = task_document_to_bundle(served["mp-1001"], "loc")  # the grouping step gives it a material
+    assert no_material.material.external_id == "" and no_material.tasks[0].material_rule is None
     nscf = task_document_to_bundle(served["mp-1004"], "loc", material_id="mp-19770")
     assert isinstance(nscf, Refusal) and "ICHARG = 11" in nscf.reason
     assert nscf.raw_document["task_id"] == served["mp-1004"]["task_id"]
     slim = {k: v for k, v in served["mp-1001"].items() if k != "calcs_reversed"}  # CoreTaskDoc projection
-    refusal = task_document_to_bundle(slim, "loc", material_id="mp-19770")
-    assert isinstance(refusal, Refusal) and "no ionic steps" in refusal.reason
+    final = task_document_to_bundle(slim, "loc", material_id="mp-19770")
+    (task,) = final.tasks  # the output frame, marked: no trajectory
+    assert task.final_frame_only and len(task.frames) == 1 and task.fidelity == "GGA+U"
+    assert task.frames[0].energy == slim["output"]["energy"]
     broken = json.loads(json.dumps(served["mp-1005"]))
     broken["calcs_reversed"][0]["output"]["ionic_steps"][0]["forces"] = "not numbers"
     refusal = task_document_to_bundle(broken, "loc", material_id="mp-149")

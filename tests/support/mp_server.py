@@ -1,7 +1,21 @@
-"""A local stand-in for the Materials Project API, for the real ``mp_api`` client.
+"""An imitation of the Materials Project API, kept only for what the real server cannot do.
 
-:class:`MPTestServer` is a stdlib ``ThreadingHTTPServer`` on 127.0.0.1 (a free port),
-run in a background thread, that answers what ``MPRester`` asks for:
+The real server is emmet-api itself (tests/support/emmet_server.py, used by
+tests/ingest/test_mp_api_real.py); prefer it. This stdlib imitation remains for:
+
+* error answers: a wrong or missing ``x-api-key`` gets 403 (MP's gateway checks keys,
+  emmet-api does not), ``fail={path: status}`` answers e.g. 500 on a collection, and
+  after ``max_requests`` requests every answer is a 503;
+* whole task documents: the real ``materials/tasks`` resource projects onto
+  ``CoreTaskDoc`` (no ``calcs_reversed``), so full documents (as earlier API versions
+  served them, and as saved files hold them) with known ionic steps, a mislabelled
+  NSCF task in ``calc_types`` and an r2SCAN task with its PBEsol preconditioning step
+  come from here;
+* GGA+U and r2SCAN thermo documents with known values (the public task documents are
+  GGA only).
+
+:class:`MPTestServer` is a ``ThreadingHTTPServer`` on 127.0.0.1 (a free port), run in a
+background thread, that answers what ``MPRester`` asks for:
 
 * ``GET /heartbeat`` → ``{"db_version", "version", "access_controlled_batch_ids"}``
   (read by ``MPRester.get_emmet_version`` and ``_Rester._get_heartbeat_info`` without
@@ -12,12 +26,10 @@ run in a background thread, that answers what ``MPRester`` asks for:
   comma-separated lists), projection (``_fields``, ``_all_fields``, else a default
   field set) and pagination (``_limit``/``_skip``, ``_page``/``_per_page``), answering
   ``{"data": [...], "meta": {"total_doc": N, ...}}`` as ``_submit_requests`` expects;
-  a wrong or missing ``x-api-key`` gets 403 ``{"detail": ...}``, an unknown parameter
-  400, an unknown path 404.
+  an unknown parameter gets 400, an unknown path 404.
 
-Requests are bounded: ``_limit`` above ``max_limit`` is a 400, and after
-``max_requests`` requests every answer is a 503 (not retried by the client).
-Every request is recorded (path, parameters, the API key header) for assertions.
+Requests are bounded: ``_limit`` above ``max_limit`` is a 400. Every request is
+recorded (path, parameters, the API key header) for assertions.
 
 :func:`build_documents` makes the served documents from real emmet-core and pymatgen
 objects (``TaskDoc`` with ``Calculation``/``IonicStep``, ``MaterialsDoc``,
@@ -189,7 +201,14 @@ def _calculation(task_name: str, incar: dict[str, Any], steps: list[StepTruth], 
             e_0_energy=s.e0,
             forces=s.forces,
             stress=s.stress_kbar,
-            electronic_steps=[{"e_fr_energy": s.energy + 1.0 / (k + 1), "e_0_energy": s.e0} for k in range(s.n_scf)],
+            # converging towards the ionic step's energies, which the last electronic step has (as in VASP)
+            electronic_steps=[
+                {
+                    "e_fr_energy": s.energy + 1.0 / (k + 1) - 1.0 / s.n_scf,
+                    "e_0_energy": s.e0 + 1.0 / (k + 1) - 1.0 / s.n_scf,
+                }
+                for k in range(s.n_scf)
+            ],
             structure=st,
         )
         for s, st in zip(steps, structures, strict=True)
@@ -617,6 +636,8 @@ class MPTestServer:
     db_version: str = DB_VERSION
     max_limit: int = 1000
     max_requests: int = 500
+    #: collection path → HTTP status answered instead of data (e.g. {"materials/thermo": 500})
+    fail: dict[str, int] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -689,6 +710,8 @@ class MPTestServer:
             return 404, {"detail": "Not Found"}
         if request.headers.get("x-api-key") != self.api_key:
             return 403, {"detail": "Invalid API key"}
+        if path in self.fail:
+            return self.fail[path], {"detail": f"test server answers {self.fail[path]} on {path}"}
         return self._query(path, params)
 
     def _query(self, collection: str, params: dict[str, str]) -> tuple[int, Any]:
