@@ -51,7 +51,10 @@ Mapping
   U, so it is the same for all frames of a material up to MP2020's structure-dependent
   oxide/peroxide classification; taking the closest frame makes even that exact for
   the reference frame). When some frame matches ``e_per_atom_relaxed`` within 1e-5
-  eV/atom its task becomes the entry's ``task_external_id``. ``entry_id`` is the
+  eV/atom its task becomes the entry's ``task_external_id`` and that frame's structure
+  (``Structure.as_dict()``, with ``n_atoms``) the entry's ``structure``, which the
+  thermodynamic and density benchmarks need; an entry with no such frame has no
+  structure (no frame is known to be the relaxed structure). ``entry_id`` is the
   ``mp_id``; ``correction_scheme`` is ``MP2020`` for GGA/GGA+U (as the descriptor
   says) and None for other fidelities (unknown).
 * Fidelity: the files carry no INCAR, so it is given by the caller. MPtrj mixes GGA
@@ -113,7 +116,7 @@ from crossfid.ingest.sourceio import (
     to_float,
     to_optional_float,
 )
-from crossfid.vocabulary import FIDELITY_NAMES
+from crossfid.vocabulary import FIDELITY_NAMES, is_fidelity
 
 __all__ = ["MP_GGA_AUTO", "MPTRJ_FRAME_ID", "read_mptrj", "parse_frame_id", "mp_hubbards"]
 
@@ -139,7 +142,7 @@ def read_mptrj(path: str | os.PathLike[str], fidelity: str, *, run_type: str | N
     generator never raises on bad input (a bad *argument* raises ``ValueError``
     immediately).
     """
-    if fidelity != MP_GGA_AUTO and fidelity not in FIDELITY_NAMES:
+    if fidelity != MP_GGA_AUTO and not is_fidelity(fidelity):
         known = ", ".join(FIDELITY_NAMES)
         raise InputError(f"unknown fidelity {fidelity!r}; expected one of {known} or {MP_GGA_AUTO!r}")
     return _read_mptrj(Path(path), fidelity, run_type, Limits.from_env())
@@ -327,7 +330,7 @@ def _reference_entry(mp_id: str, fidelity: str, tasks: dict[str, list[_ParsedFra
     e_relaxed = to_float(relaxed, "e_per_atom_relaxed")
     formation = next((p.ef_relaxed for _, p in frames if p.ef_relaxed is not None), None)
     formation = to_optional_float(formation, "ef_per_atom_relaxed")
-    best: tuple[float, str, float] | None = None  # (|Δ|, task, correction per atom)
+    best: tuple[float, str, float, Frame] | None = None  # (|Δ|, task, correction per atom, frame)
     for task_id, p in frames:
         if p.corrected_total is None or p.frame.energy is None:
             continue
@@ -335,20 +338,23 @@ def _reference_entry(mp_id: str, fidelity: str, tasks: dict[str, list[_ParsedFra
         correction_pa = (p.corrected_total - p.frame.energy) / p.n_atoms
         distance = abs(corrected_pa - e_relaxed)
         if math.isfinite(distance) and math.isfinite(correction_pa) and (best is None or distance < best[0]):
-            best = (distance, task_id, correction_pa)
+            best = (distance, task_id, correction_pa, p.frame)
     if best is None:
         raise RecordError(
             "cannot derive the uncorrected reference energy: no frame has finite "
             "corrected_total_energy and uncorrected_total_energy"
         )
-    distance, task_id, correction_pa = best
+    distance, task_id, correction_pa, frame = best
+    matched = distance <= _REFERENCE_MATCH
     return ReferenceEntry(
         fidelity=fidelity,
         energy_per_atom=e_relaxed - correction_pa,
         corrected_energy_per_atom=e_relaxed,
         formation_energy_per_atom=formation,
+        n_atoms=frame.n_atoms if matched else None,
+        structure=frame.to_structure().as_dict() if matched else None,
         entry_id=mp_id,
-        task_external_id=task_id if distance <= _REFERENCE_MATCH else None,
+        task_external_id=task_id if matched else None,
         correction_scheme="MP2020" if fidelity in ("GGA", "GGA+U") else None,
     )
 

@@ -1,21 +1,30 @@
 """VASP calculation directories → canonical records.
 
-A *calculation directory* is any directory holding ``vasprun.xml`` files: the plain
-``vasprun.xml`` and custodian/atomate-style suffixed copies (``vasprun.xml.relax1``,
-``vasprun.xml.relax2.gz``, ...), each optionally compressed (.gz, .bz2, .xz, .lzma).
+A *calculation directory* is any directory holding ``vasprun.xml`` or ``vaspout.h5``
+files: the plain names and custodian/atomate-style suffixed copies
+(``vasprun.xml.relax1``, ``vasprun.xml.relax2.gz``, ``vaspout.h5.relax1``, ...), each
+optionally compressed (.gz, .bz2, .xz, .lzma). When both a ``vasprun.xml`` and a
+``vaspout.h5`` of the same suffix exist, **the vasprun.xml is read**: it has every
+electronic step (so SCF convergence against NELM), the full parameter set VASP used and
+the POTCAR titles, and it is what pymatgen, emmet and the Materials Project parse;
+pymatgen's ``Vaspout`` has no electronic steps. A ``vaspout.h5`` is read only when no
+vasprun.xml of its suffix is there (VASP 6 runs with vasprun.xml switched off, or
+archived without it).
 The files of one directory are read in suffix order (natural order of the suffix,
-``relax2`` before ``relax10``, the bare ``vasprun.xml`` last because custodian
-renames finished runs) and one :class:`~crossfid.ingest.records.Bundle` is made per
-directory. Consecutive files with the same classification (fidelity, run type, U
-values, task type) form one task whose frames follow each other in file order, so
-a double relaxation is one task; a directory whose files differ (e.g. custodian's
-PBEsol pre-relaxation followed by r2SCAN) gives one task per run of equal files.
+``relax2`` before ``relax10``, the bare name last because custodian renames finished
+runs) and one :class:`~crossfid.ingest.records.Bundle` is made per directory.
+Consecutive files with the same classification (fidelity, run type, U values, task
+type) form one task whose frames follow each other in file order, so a double
+relaxation is one task; a directory whose files differ (e.g. custodian's PBEsol
+pre-relaxation followed by r2SCAN) gives one task per run of equal files. A root given
+to :func:`find_calculations` that holds no such file is an :class:`InputError` naming
+the files looked for.
 
-What is read, per file (pymatgen ``Vasprun``, no DOS/eigenvalues/POTCAR files):
+What is read, per vasprun.xml (pymatgen ``Vasprun``, no DOS/eigenvalues/POTCAR files):
 
-* every ``<calculation>`` (ionic step): structure, ``e_fr_energy`` (the free energy,
-  never ``e_0_energy``), forces, stress (kBar, VASP sign → GPa, tensile positive
-  via :func:`stress_from_vasp_kbar`), and the number of ``<scstep>`` blocks:
+* every ``<calculation>`` (ionic step): structure, the energy extrapolated to σ → 0
+  (``e_0_energy``, see "Energy" below), forces, stress (kBar, VASP sign → GPa, tensile
+  positive via :func:`stress_from_vasp_kbar`), and the number of ``<scstep>`` blocks:
   ``scf_converged`` is ``n < NELM`` (VASP stops at NELM without converging);
 * the INCAR as the user wrote it (``vasprun.incar``, stored as
   ``Task.input_parameters``) and the full parameter set VASP used
@@ -26,11 +35,36 @@ What is read, per file (pymatgen ``Vasprun``, no DOS/eigenvalues/POTCAR files):
 * species order and POTCAR functional from ``<atominfo>`` (``PAW_PBE Fe_pv ...`` →
   species ``Fe``, functional ``PBE``).
 
-Magnetic moments: vasprun.xml has no per-atom moments for ionic steps, so they
-come from the OUTCAR next to the vasprun file (same suffix: ``OUTCAR.relax2.gz``
-for ``vasprun.xml.relax2.gz``), read with pymatgen's ``Outcar``. VASP prints the
-``magnetization (x)`` table once, for the final ionic step, so only the **last
-frame** of a task gets ``magmoms`` (the ``tot`` column), and only when the run is
+Per vaspout.h5 (pymatgen ``Vaspout``, which needs ``h5py``): the ionic steps
+(structure, energies, forces), the INCAR (also the classification's parameters: the
+file has no separate parameter set; VASP writes logical tags as 0/1, which are turned
+back into booleans with pymatgen's table of INCAR tag types), the POTCAR titles, and the
+stress of every step, read from ``intermediate/ion_dynamics/stress`` (kBar, VASP sign)
+because pymatgen 2026.10 looks for a ``stresses`` key that VASP does not write. The
+file has no electronic steps, so ``n_electronic_steps`` and ``scf_converged`` are
+unknown (None). Magnetic moments come from the file itself, for **every** ionic step
+(the ``tot`` of the ``magnetization`` site property pymatgen builds from
+``ion_dynamics/magnetism``), for collinear spin-polarised runs. An HDF5 file is read
+whole or not at all: a damaged or truncated one is one Refusal.
+
+Energy: frames store VASP's energy extrapolated to σ → 0, ``e_0_energy``
+(``Task.energy_quantity = "e_0_energy"``), the quantity of Materials Project entries and
+task ``output.energy``, so a task's frames and its reference entry (also
+``e_0_energy``) are the same quantity as MP's. Per ionic step it is computed as
+pymatgen's ``Vasprun.final_energy`` computes it for the last step
+(pymatgen/io/vasp/outputs.py, ``Vasprun.final_energy``): VASP 5 writes a wrong
+``e_0_energy`` into the ``<energy>`` block of a ``<calculation>`` (0.0 in 5.2, a
+mixed-up value in 5.4; VASP forum t=16942), so when it disagrees by more than 1e-7 eV
+with ``e_fr_energy + (e_0_energy − e_fr_energy)`` of the step's last electronic step,
+the latter, rounded to 8 decimals, is taken. The last frame's energy is therefore
+exactly ``Vasprun.final_energy``. A vaspout.h5 holds ``energy(sigma->0)`` of each step
+directly.
+
+Magnetic moments of a vasprun.xml run: vasprun.xml has no per-atom moments for ionic
+steps, so they come from the OUTCAR next to the vasprun file (same suffix:
+``OUTCAR.relax2.gz`` for ``vasprun.xml.relax2.gz``), read with pymatgen's ``Outcar``.
+VASP prints the ``magnetization (x)`` table once, for the final ionic step, so only the
+**last frame** of a task gets ``magmoms`` (the ``tot`` column), and only when the run is
 collinear spin-polarised (ISPIN = 2, no LNONCOLLINEAR/LSORBIT), the vasprun.xml is
 complete, the table has one row per atom and the OUTCAR's final free energy equals
 the last step's ``e_fr_energy`` (within 1e-4 eV; a guard against a stale OUTCAR).
@@ -48,24 +82,27 @@ cannot be read at all, is one Refusal with its path. Non-self-consistent runs
 Hostile files: a compressed file is decompressed piece by piece and refused as soon
 as it expands beyond ``CROSSFID_MAX_DECOMPRESSED_BYTES`` (default 8 GiB; an
 uncompressed file larger than that is refused by its size), so a decompression bomb
-never fills memory. A file with a ``<!DOCTYPE`` or ``<!ENTITY`` declaration is
+never fills memory. A vasprun.xml with a ``<!DOCTYPE`` or ``<!ENTITY`` declaration is
 refused before parsing (VASP never writes one; entity expansion is how billion
-laughs and XXE work). A vasprun name that is a broken symlink, a symlink loop, a
+laughs and XXE work). A file name that is a broken symlink, a symlink loop, a
 directory or a special file is refused with that reason, unless a readable file of
 the same suffix stands for it.
 
 Identifiers: ``Task.external_id`` is ``vasp:<directory relative to its root>#<hash>``
-where the hash is the first 12 hex digits of the SHA-256 of the uncompressed
-vasprun.xml (for several files: of their SHA-256s in order), so reading the same
-files again gives the same ids, a changed file a new task, and compression does not
-matter. The material is ``vasp:<reduced formula>-<first 10 hex of the SHA-256 of
-the initial structure>`` unless ``material_id`` is given. ``Bundle.raw`` is the
-uncompressed vasprun.xml (format ``vasprun.xml``); a directory read from several
-files stores a deterministic uncompressed tar of them (format ``vasprun.xml.tar``).
+where the hash is the first 12 hex digits of the SHA-256 of the uncompressed file
+(for several files: of their SHA-256s in order), so reading the same files again
+gives the same ids, a changed file a new task, and compression does not matter.
+A VASP directory names no material: the bundle's material ``external_id`` is ``""``
+and the tasks' ``material_rule`` None, for the grouping step
+(:mod:`crossfid.ingest.grouping`) to assign one, unless ``material_id`` is given
+(then that id, with ``material_rule = "source"``). ``Bundle.raw`` is the uncompressed
+file (format ``vasprun.xml`` or ``vaspout.h5``); a directory read from several files
+stores a deterministic uncompressed tar of them (format ``vasprun.xml.tar``).
 
 Reference entry: for a relaxation whose last file is complete, ionically converged
-(``Vasprun.converged_ionic``) and whose last step is SCF-converged, the last
-frame's energy per atom at the task's fidelity, with ``task_external_id`` set.
+(``Vasprun.converged_ionic``) and whose last step is SCF-converged (or, from a
+vaspout.h5, not known to be unconverged), the last frame's energy per atom
+(``e_0_energy``, as the frames) at the task's fidelity, with ``task_external_id`` set.
 """
 
 from __future__ import annotations
@@ -90,7 +127,7 @@ from typing import Any
 import numpy as np
 
 from crossfid.errors import InputError
-from crossfid.hashing import sha256_bytes, sha256_text, structure_hash
+from crossfid.hashing import sha256_bytes, sha256_text
 from crossfid.ingest.fidelity import Classification, classify_incar
 from crossfid.ingest.records import (
     Bundle,
@@ -107,28 +144,44 @@ from crossfid.ingest.sourceio import DecompressedSizeError, InputLimitError, Lim
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["find_calculations", "read_vasp_dir", "read_vasp_dirs", "vasprun_files"]
+__all__ = [
+    "LOOKED_FOR",
+    "find_calculations",
+    "read_vasp_dir",
+    "read_vasp_dirs",
+    "sigma0_energy",
+    "vaspout_incar",
+    "vasprun_files",
+]
 
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".lzma")
-_NAME = re.compile(r"^vasprun\.xml(?:\.(?P<suffix>[A-Za-z0-9_-]+))?$")
+_NAMES = {
+    "vasprun": re.compile(r"^vasprun\.xml(?:\.(?P<suffix>[A-Za-z0-9_-]+))?$"),
+    "vaspout": re.compile(r"^vaspout\.h5(?:\.(?P<suffix>[A-Za-z0-9_-]+))?$"),
+}
+#: what a calculation directory must hold (the wording of the error for a root without one)
+LOOKED_FOR = "vasprun.xml[.gz|.bz2|.xz], vasprun.xml.relax1… (custodian's suffixes), vaspout.h5[.gz|.bz2|.xz]"
 _DEFAULT_NELM = 60  # VASP's default
 _OUTCAR_ENERGY_TOLERANCE = 1e-4  # eV
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_ENERGY_QUANTITY = "e_0_energy"
 
 
 # --------------------------------------------------------------------------- discovery
 
 
-def _split_name(name: str) -> tuple[str, str] | None:
-    """``vasprun.xml.relax1.gz`` → (``relax1``, ``.gz``); None for files that are not vasprun.xml."""
+def _split_name(name: str) -> tuple[str, str, str] | None:
+    """``vasprun.xml.relax1.gz`` → (``vasprun``, ``relax1``, ``.gz``); None for other files."""
     stem, compression = name, ""
     for ext in COMPRESSIONS:
         if name.lower().endswith(ext):
             stem, compression = name[: -len(ext)], ext
             break
-    match = _NAME.match(stem)
-    if match is None:
-        return None
-    return match.group("suffix") or "", compression
+    for kind, pattern in _NAMES.items():
+        match = pattern.match(stem)
+        if match is not None:
+            return kind, match.group("suffix") or "", compression
+    return None
 
 
 def _natural_key(suffix: str) -> tuple:
@@ -138,27 +191,28 @@ def _natural_key(suffix: str) -> tuple:
 
 
 def vasprun_files(directory: Path) -> list[Path]:
-    """The vasprun.xml files of one directory in suffix order (one per suffix; uncompressed preferred)."""
+    """The calculation files of one directory in suffix order: per suffix one file, a vasprun.xml
+    (uncompressed preferred) before a vaspout.h5."""
     return _vasprun_entries(directory)[0]
 
 
 def _vasprun_entries(directory: Path) -> tuple[list[Path], list[Refusal]]:
-    """(usable vasprun.xml files in suffix order, refusals of vasprun.xml names that cannot be read).
+    """(usable calculation files in suffix order, refusals of calculation file names that cannot be read).
 
     A name that is a broken symlink, a symlink loop, a directory or a special file
     (FIFO, device) is refused when no readable file stands for the same suffix.
     """
-    by_suffix: dict[str, tuple[int, Path]] = {}
+    by_suffix: dict[str, tuple[tuple[int, int], Path]] = {}
     unusable: dict[str, list[Path]] = {}
     for entry in sorted(Path(directory).iterdir()):
         parts = _split_name(entry.name)
         if parts is None:
             continue
-        suffix, compression = parts
+        kind, suffix, compression = parts
         if not entry.is_file():
             unusable.setdefault(suffix, []).append(entry)
             continue
-        rank = ("", *COMPRESSIONS).index(compression)
+        rank = (kind != "vasprun", ("", *COMPRESSIONS).index(compression))
         if suffix not in by_suffix or rank < by_suffix[suffix][0]:
             by_suffix[suffix] = (rank, entry)
     files = [by_suffix[s][1] for s in sorted(by_suffix, key=_natural_key)]
@@ -183,29 +237,35 @@ def _unusable_reason(entry: Path) -> str:
             why = "a symlink loop" if exc.errno == errno.ELOOP else "the target does not exist"
             return f"broken symlink: {entry.name} -> {target} ({why}); nothing to read"
     if entry.is_dir():
-        return f"{entry.name} is a directory, not a vasprun.xml file"
+        return f"{entry.name} is a directory, not a VASP output file"
     return f"{entry.name} is not a regular file (a FIFO, socket or device); not read"
 
 
 def find_calculations(roots: Sequence[Path]) -> list[Path]:
-    """Every directory under ``roots`` (including the roots) that holds a vasprun.xml, sorted, without repeats.
+    """Every directory under ``roots`` (including the roots) that holds a vasprun.xml or vaspout.h5, sorted,
+    without repeats.
 
-    A root may also be a vasprun.xml file, standing for its directory.
+    A root may also be such a file, standing for its directory. A root holding none raises
+    :class:`InputError` naming the files looked for.
     """
     found: set[Path] = set()
     for root in roots:
         root = Path(root)
         if root.is_file():
             if _split_name(root.name) is None:
-                raise InputError(f"{root} is neither a directory nor a vasprun.xml file")
+                raise InputError(f"{root} is neither a directory nor a VASP output file (looked for {LOOKED_FOR})")
             found.add(root.parent)
             continue
         if not root.is_dir():
             raise FileNotFoundError(f"no such directory: {root}")
+        had = False
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             if any(_split_name(name) is not None for name in filenames):
                 found.add(Path(dirpath))
+                had = True
+        if not had:
+            raise InputError(f"no VASP calculation in {root}: looked for {LOOKED_FOR} in it and in its subdirectories")
     return sorted(found)
 
 
@@ -300,7 +360,34 @@ def _read_uncompressed(
 
 
 def _parse_vasprun(path: Path, content: bytes, stream_damaged: bool) -> tuple[Any, bool]:
-    """(pymatgen Vasprun, XML was malformed). Raises whatever pymatgen raises for unusable files."""
+    """(pymatgen Vasprun, XML was malformed). Raises whatever pymatgen raises for unusable files.
+
+    pymatgen parses with lxml, which reads ahead: damage within its first block of input
+    leaves no partial data at all. Such a file is parsed again cut after a complete
+    ``</calculation>``: the longest such prefix that parses (found by bisection, so a long
+    damaged file costs a few parses), so its complete ionic steps before the damage survive.
+    """
+    try:
+        return _vasprun_of(path, content if stream_damaged else None)
+    except Exception:
+        ends = [match.end() for match in re.finditer(rb"</calculation>", content)]
+        good, best = 0, None
+        low, high = 1, len(ends)
+        while low <= high:
+            middle = (low + high) // 2
+            try:
+                best = _vasprun_of(path, content[: ends[middle - 1]])[0]
+            except Exception:  # noqa: BLE001 - this prefix still holds the damage
+                high = middle - 1
+            else:
+                good, low = middle, middle + 1
+        if not good or best is None:
+            raise
+        return best, True  # the parse of the longest good prefix: every success raised ``good``
+
+
+def _vasprun_of(path: Path, content: bytes | None) -> tuple[Any, bool]:
+    """Parse ``path``, or ``content`` instead when given (written to a temporary file)."""
     from pymatgen.io.vasp.outputs import Vasprun
 
     kwargs = dict(
@@ -313,7 +400,7 @@ def _parse_vasprun(path: Path, content: bytes, stream_damaged: bool) -> tuple[An
     temporary: str | None = None
     try:
         target: Path | str = path
-        if stream_damaged:  # pymatgen would fail reading the compressed stream: give it what we recovered
+        if content is not None:
             with tempfile.NamedTemporaryFile(suffix=".xml", delete=False) as handle:
                 handle.write(content)
                 temporary = target = handle.name
@@ -360,14 +447,14 @@ def _potcar_functional(vasprun: Any) -> str | None:
     return kind.partition("_")[2] or kind
 
 
-def _merged_parameters(vasprun: Any) -> dict[str, Any]:
+def _merged_parameters(vasprun: Any, incar: Mapping[str, Any]) -> dict[str, Any]:
     """VASP's full parameter set overlaid with the user's INCAR; LDAU* only from the INCAR."""
     params = {k: v for k, v in dict(getattr(vasprun, "parameters", {}) or {}).items() if not k.startswith("LDAU")}
     for key in ("GGA", "METAGGA"):
         value = params.get(key)
         if isinstance(value, str) and value.strip().upper() in ("", "--", "NONE"):
             del params[key]
-    params.update(dict(vasprun.incar))
+    params.update(dict(incar))
     return params
 
 
@@ -387,16 +474,18 @@ def _json_safe(value: Any) -> Any:
 
 @dataclass
 class _Run:
-    """One parsed vasprun.xml file."""
+    """One parsed calculation file (a vasprun.xml, or a vaspout.h5 when ``kind == "vaspout"``)."""
 
     path: Path
     suffix: str
     content: bytes
-    vasprun: Any
+    vasprun: Any  # pymatgen Vasprun or Vaspout
+    incar: dict[str, Any]  # the INCAR as the user wrote it
     classification: Classification
     parameters: dict[str, Any]  # merged, for NELM/ISPIN
-    complete: bool  # the XML is whole (not cut off or corrupt)
-    n_started: int  # <calculation> blocks begun in the file
+    complete: bool  # the file is whole (not cut off or corrupt)
+    n_started: int  # ionic steps begun in the file
+    kind: str = "vasprun"
     sha256: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -410,12 +499,15 @@ class _Run:
 
 def _load(path: Path) -> _Run | Refusal:
     where = str(path)
+    kind, suffix, _ = _split_name(path.name) or ("vasprun", "", "")
     try:
         content, stream_damaged = _read_uncompressed(path)
     except InputLimitError as exc:
         return Refusal(where, str(exc))
     except OSError as exc:
         return Refusal(where, f"cannot read file: {exc}")
+    if kind == "vaspout":
+        return _load_vaspout(path, suffix, content, stream_damaged)
     if not content.strip():
         return Refusal(where, "empty vasprun.xml" + (" (damaged compressed stream)" if stream_damaged else ""))
     declaration = next((d for d in (b"<!DOCTYPE", b"<!ENTITY") if d in content), None)
@@ -437,24 +529,105 @@ def _load(path: Path) -> _Run | Refusal:
         return Refusal(where, f"{reason}: {type(exc).__name__}: {exc}")
     if not vasprun.ionic_steps:
         return Refusal(where, "vasprun.xml has no ionic step")
-    parameters = _merged_parameters(vasprun)
+    incar = dict(vasprun.incar)
+    parameters = _merged_parameters(vasprun, incar)
     try:
         classification = classify_incar(
             parameters, species=_species(vasprun), potcar_functional=_potcar_functional(vasprun)
         )
     except RecordError as exc:
         return Refusal(where, str(exc))
-    suffix = (_split_name(path.name) or ("", ""))[0]
     complete = not stream_damaged and not malformed and content.rstrip().endswith(b"</modeling>")
     return _Run(
         path=path,
         suffix=suffix,
         content=content,
         vasprun=vasprun,
+        incar=incar,
         classification=classification,
         parameters=parameters,
         complete=complete,
         n_started=content.count(b"<calculation>"),
+    )
+
+
+def vaspout_incar(incar: Mapping[str, Any]) -> dict[str, Any]:
+    """The INCAR of a vaspout.h5 with its logical tags as booleans.
+
+    VASP writes logical tags into vaspout.h5 as integers (``LHFCALC = 1``); a tag that
+    pymatgen's table of INCAR tag types (``Incar.INCAR_PARAMS``) calls ``bool`` and whose
+    value is 0 or 1 becomes False or True. Other values are kept.
+    """
+    from pymatgen.io.vasp.inputs import Incar
+
+    out: dict[str, Any] = {}
+    for key, value in incar.items():
+        kind = str(Incar.INCAR_PARAMS.get(str(key).upper(), {}).get("type", ""))
+        is_flag = isinstance(value, int | np.integer) and not isinstance(value, bool) and value in (0, 1)
+        out[str(key)] = bool(value) if is_flag and "bool" in kind.split(" | ") else value
+    return out
+
+
+def _parse_vaspout(path: Path, content: bytes) -> tuple[Any, np.ndarray | None]:
+    """(pymatgen Vaspout, stress of every ionic step in kBar or None). Raises what pymatgen or h5py raise.
+
+    ``content`` is the uncompressed file; a compressed ``path`` is parsed from a temporary copy of it.
+    """
+    import h5py
+    from pymatgen.io.vasp.outputs import Vaspout
+
+    def parse(name: str) -> tuple[Any, np.ndarray | None]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vaspout = Vaspout(name, parse_dos=False, parse_eigen=False, parse_projected_eigen=False)
+        with h5py.File(name, "r") as h5:
+            dataset = h5.get("intermediate/ion_dynamics/stress")
+            return vaspout, None if dataset is None else np.asarray(dataset, dtype=float)
+
+    if _decompressor(path) is None:
+        return parse(str(path))
+    with tempfile.NamedTemporaryFile(suffix=".h5") as handle:  # Vaspout and h5py read a named, uncompressed file
+        handle.write(content)
+        handle.flush()
+        return parse(handle.name)
+
+
+def _load_vaspout(path: Path, suffix: str, content: bytes, stream_damaged: bool) -> _Run | Refusal:
+    where = str(path)
+    if stream_damaged:
+        return Refusal(where, "vaspout.h5 is truncated or its compressed stream is damaged (HDF5 is read whole)")
+    if not content:
+        return Refusal(where, "empty vaspout.h5")
+    if not content.startswith(_HDF5_SIGNATURE):
+        return Refusal(where, "not a vaspout.h5 (no HDF5 signature)")
+    try:
+        vaspout, stress = _parse_vaspout(path, content)
+    except ImportError as exc:
+        return Refusal(where, f"cannot read vaspout.h5: {exc} (h5py is needed)")
+    except Exception as exc:  # h5py and pymatgen raise OSError, KeyError, ValueError... on damaged files
+        return Refusal(where, f"unreadable vaspout.h5: {type(exc).__name__}: {exc}")
+    steps = vaspout.ionic_steps
+    if not steps:
+        return Refusal(where, "vaspout.h5 has no ionic step")
+    if stress is not None and stress.shape == (len(steps), 3, 3):
+        for step, value in zip(steps, stress, strict=True):
+            step.setdefault("stress", value)
+    incar = vaspout_incar(dict(vaspout.incar))
+    try:
+        classification = classify_incar(incar, species=_species(vaspout), potcar_functional=_potcar_functional(vaspout))
+    except RecordError as exc:
+        return Refusal(where, str(exc))
+    return _Run(
+        path=path,
+        suffix=suffix,
+        content=content,
+        vasprun=vaspout,
+        incar=incar,
+        classification=classification,
+        parameters=incar,
+        complete=True,
+        n_started=len(steps),
+        kind="vaspout",
     )
 
 
@@ -471,6 +644,48 @@ def _nelm(run: _Run) -> int:
     return _DEFAULT_NELM
 
 
+def sigma0_energy(step: Mapping[str, Any]) -> float | None:
+    """VASP's energy extrapolated to σ → 0 (eV) of one ionic step of pymatgen's ``ionic_steps``.
+
+    The recipe of pymatgen's ``Vasprun.final_energy`` (pymatgen/io/vasp/outputs.py), applied to
+    any step: the step's ``e_0_energy`` unless it differs by more than 1e-7 eV from
+    ``round(e_fr_energy + (e_0_energy − e_fr_energy of the last electronic step), 8)``, which is
+    then taken (VASP 5 writes a wrong ``e_0_energy`` per ionic step; VASP forum t=16942).
+    Without electronic steps (vaspout.h5) the step's ``e_0_energy``. None when it has none.
+    """
+    total = step.get("e_0_energy")
+    if total is None:
+        return None
+    electronic = step.get("electronic_steps") or []
+    last = electronic[-1] if electronic else {}
+    if "e_0_energy" in last and "e_fr_energy" in last and step.get("e_fr_energy") is not None:
+        fixed = float(np.round(last["e_0_energy"] - last["e_fr_energy"] + step["e_fr_energy"], 8))
+        if abs(float(total) - fixed) > 1e-7:
+            return fixed
+    return float(total)
+
+
+def _step_magmoms(run: _Run, structure: Any) -> np.ndarray | None:
+    """Per-atom moments (μB) of one ionic step of a vaspout.h5: the ``tot`` of pymatgen's ``magnetization``."""
+    if run.kind != "vaspout" or not _collinear_spin_polarised(run.parameters):
+        return None
+    moments = structure.site_properties.get("magnetization")
+    if moments is None or len(moments) != len(structure):
+        return None
+    try:
+        return np.array([float(m["tot"]) for m in moments], dtype=float)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _collinear_spin_polarised(parameters: Mapping[str, Any]) -> bool:
+    try:
+        ispin = int(parameters.get("ISPIN", 1))
+    except (TypeError, ValueError):
+        return False
+    return ispin == 2 and parameters.get("LNONCOLLINEAR") is not True and parameters.get("LSORBIT") is not True
+
+
 def _frames(run: _Run, first_step: int) -> tuple[list[Frame], list[Refusal]]:
     """The run's ionic steps as frames numbered from ``first_step``, and refusals for steps that are not usable."""
     frames: list[Frame] = []
@@ -480,14 +695,14 @@ def _frames(run: _Run, first_step: int) -> tuple[list[Frame], list[Refusal]]:
     for k, step in enumerate(steps):
         where = f"{run.path} ionic step {k}"
         structure = step.get("structure")
-        energy = step.get("e_fr_energy")
+        energy = sigma0_energy(step)
         if structure is None:
             refusals.append(Refusal(where, "ionic step has no structure"))
             continue
         if energy is None:
-            refusals.append(Refusal(where, "ionic step has no free energy (e_fr_energy)"))
+            refusals.append(Refusal(where, "ionic step has no energy extrapolated to σ → 0 (e_0_energy)"))
             continue
-        n_electronic = len(step.get("electronic_steps") or [])
+        n_electronic = len(step.get("electronic_steps") or []) if run.kind == "vasprun" else None
         stress = step.get("stress")
         frames.append(
             Frame.from_structure(
@@ -496,6 +711,7 @@ def _frames(run: _Run, first_step: int) -> tuple[list[Frame], list[Refusal]]:
                 energy,
                 forces=None if step.get("forces") is None else np.asarray(step["forces"], dtype=float),
                 stress=None if stress is None else stress_from_vasp_kbar(stress),
+                magmoms=_step_magmoms(run, structure),
                 n_electronic_steps=n_electronic,
                 scf_converged=(n_electronic < nelm) if n_electronic else None,
             )
@@ -526,14 +742,11 @@ def _check_size(path: Path) -> None:
 
 
 def _final_magmoms(run: _Run, frame: Frame) -> np.ndarray | None:
-    """Moments of the final ionic step from the matching OUTCAR (see the module doc for the checks)."""
-    p = run.parameters
-    if not run.complete or frame.energy is None:
+    """Moments of the final ionic step of a vasprun.xml run from the matching OUTCAR (see the module doc)."""
+    free_energy = run.vasprun.ionic_steps[-1].get("e_fr_energy")
+    if run.kind != "vasprun" or not run.complete or free_energy is None:
         return None
-    try:
-        if int(p.get("ISPIN", 1)) != 2 or p.get("LNONCOLLINEAR") is True or p.get("LSORBIT") is True:
-            return None
-    except (TypeError, ValueError):
+    if not _collinear_spin_polarised(run.parameters):
         return None
     path = _outcar_for(run)
     if path is None:
@@ -551,7 +764,7 @@ def _final_magmoms(run: _Run, frame: Frame) -> np.ndarray | None:
     rows = outcar.magnetization
     if len(rows) != frame.n_atoms or outcar.final_fr_energy is None:
         return None
-    if abs(float(outcar.final_fr_energy) - float(frame.energy)) > _OUTCAR_ENERGY_TOLERANCE:
+    if abs(float(outcar.final_fr_energy) - float(free_energy)) > _OUTCAR_ENERGY_TOLERANCE:
         logger.warning("%s: final energy differs from %s, magnetic moments not used", path, run.path)
         return None
     try:
@@ -577,13 +790,18 @@ def _relative(directory: Path, root: Path) -> str:
 
 
 def _uncompressed_name(path: Path) -> str:
-    suffix = (_split_name(path.name) or ("", ""))[0]
-    return f"vasprun.xml.{suffix}" if suffix else "vasprun.xml"
+    kind, suffix, _ = _split_name(path.name) or ("vasprun", "", "")
+    base = "vaspout.h5" if kind == "vaspout" else "vasprun.xml"
+    return f"{base}.{suffix}" if suffix else base
+
+
+_RAW_FORMATS = {"vasprun": "vasprun.xml", "vaspout": "vaspout.h5"}
 
 
 def _raw_document(directory: Path, runs: Sequence[_Run]) -> RawDocument:
+    kinds = {run.kind for run in runs}
     if len(runs) == 1:
-        return RawDocument(content=runs[0].content, format="vasprun.xml", location=str(runs[0].path))
+        return RawDocument(content=runs[0].content, format=_RAW_FORMATS[runs[0].kind], location=str(runs[0].path))
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for run in runs:
@@ -592,10 +810,21 @@ def _raw_document(directory: Path, runs: Sequence[_Run]) -> RawDocument:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(run.content))
-    return RawDocument(content=buffer.getvalue(), format="vasprun.xml.tar", location=str(directory))
+    fmt = f"{_RAW_FORMATS[kinds.pop()]}.tar" if len(kinds) == 1 else "vasp.tar"
+    return RawDocument(content=buffer.getvalue(), format=fmt, location=str(directory))
 
 
-def _build_task(runs: Sequence[_Run], rel: str) -> tuple[Task, ReferenceEntry | None, list[Refusal]]:
+def _plain_structure(structure: Any) -> dict[str, Any]:
+    """``Structure.as_dict()`` without site properties (vaspout.h5 steps carry per-site magnetisation)."""
+    plain = structure.copy()
+    for name in list(plain.site_properties):
+        plain.remove_site_property(name)
+    return plain.as_dict()
+
+
+def _build_task(
+    runs: Sequence[_Run], rel: str, material_rule: str | None
+) -> tuple[Task, ReferenceEntry | None, list[Refusal]]:
     refusals: list[Refusal] = []
     frames: list[Frame] = []
     step = 0
@@ -623,25 +852,32 @@ def _build_task(runs: Sequence[_Run], rel: str) -> tuple[Task, ReferenceEntry | 
         run_type=c.run_type,
         task_type=c.task_type,  # type: ignore[arg-type]
         frames=frames,
-        input_parameters=_json_safe(dict(last_run.vasprun.incar)),
+        input_parameters=_json_safe(last_run.incar),
         hubbards=c.hubbards,
         code="VASP",
         code_version=None if version is None else str(version).strip(),
+        energy_quantity=_ENERGY_QUANTITY,
+        material_rule=material_rule,
     )
     reference = None
-    if c.task_type == "relax" and last_run.complete and last_step_kept and frames[-1].scf_converged:
+    final = frames[-1] if frames else None
+    # a vaspout.h5 has no electronic steps: its SCF convergence is unknown (None), not refused
+    scf_ok = final is not None and (
+        final.scf_converged if last_run.kind == "vasprun" else final.scf_converged is not False
+    )
+    if c.task_type == "relax" and last_run.complete and last_step_kept and scf_ok:
         try:
             converged = bool(last_run.vasprun.converged_ionic)
         except Exception:  # pymatgen's property on odd parameter sets
             converged = False
         if converged:
-            final = frames[-1]
             reference = ReferenceEntry(
                 fidelity=c.fidelity,
                 energy_per_atom=float(final.energy) / final.n_atoms,
                 n_atoms=final.n_atoms,
-                structure=last_run.vasprun.ionic_steps[-1]["structure"].as_dict(),
+                structure=_plain_structure(last_run.vasprun.ionic_steps[-1]["structure"]),
                 task_external_id=external_id,
+                energy_quantity=_ENERGY_QUANTITY,
             )
     return task, reference, refusals
 
@@ -652,6 +888,7 @@ def read_vasp_dir(
     """Records of one calculation directory: its refusals, then (if anything survived) one Bundle.
 
     ``root`` is what the task ids are made relative to (default: the directory's parent).
+    Without ``material_id`` the bundle's material id is ``""`` (for the grouping step).
     """
     directory = Path(directory)
     root = directory.parent if root is None else Path(root)
@@ -669,13 +906,8 @@ def read_vasp_dir(
         if isinstance(loaded, Refusal):
             yield loaded
             continue
-        structure = loaded.vasprun.initial_structure
-        numbers = [site.specie.Z for site in structure]
-        shape = structure_hash(numbers, structure.lattice.matrix, structure.frac_coords)
-        candidate = Material.from_atomic_numbers(
-            material_id or f"vasp:{structure.composition.reduced_formula}-{shape[:10]}",
-            numbers,
-        )
+        numbers = [site.specie.Z for site in loaded.vasprun.initial_structure]
+        candidate = Material.from_atomic_numbers(material_id or "", numbers)
         if material is None:
             material = candidate
         elif candidate.formula != material.formula:
@@ -695,7 +927,7 @@ def read_vasp_dir(
     tasks: list[Task] = []
     references: dict[str, ReferenceEntry] = {}
     for group in groups:
-        task, reference, refusals = _build_task(group, rel)
+        task, reference, refusals = _build_task(group, rel, "source" if material_id else None)
         yield from refusals
         if not task.frames:
             continue
@@ -717,7 +949,8 @@ def read_vasp_dirs(roots: Sequence[Path], *, material_id: str | None = None) -> 
     """Records of every calculation directory under ``roots`` (see the module doc).
 
     Each directory is read once, relative to the first root (in the given order) that contains it.
-    ``material_id`` puts every bundle under that one material instead of one per initial structure.
+    ``material_id`` puts every bundle under that one material (rule ``source``); without it the
+    bundles' material id is ``""``, for :func:`crossfid.ingest.grouping.assign_materials`.
     """
     roots = [Path(r) for r in roots]
     bases = [r.parent if r.is_file() else r for r in roots]

@@ -14,8 +14,15 @@ import numpy as np
 import pytest
 from support.vasp_files import Run, Step, feo_run, outcar, vasprun_xml, write_vasprun
 
+from crossfid.errors import InputError
 from crossfid.ingest.records import Bundle, Refusal, validate_bundle
-from crossfid.ingest.vasp_dirs import find_calculations, read_vasp_dirs, vasprun_files
+from crossfid.ingest.vasp_dirs import (
+    find_calculations,
+    read_vasp_dirs,
+    sigma0_energy,
+    vaspout_incar,
+    vasprun_files,
+)
 
 U_INCAR = {"LDAU": True, "LDAUTYPE": 2, "LDAUL": [2, -1], "LDAUU": [5.3, 0.0], "LDAUJ": [0.0, 0.0], "LMAXMIX": 4}
 R2SCAN_INCAR = {"METAGGA": "R2scan", "LASPH": True, "ALGO": "All", "ENCUT": 680.0}
@@ -37,6 +44,11 @@ HSE_PARAMETERS = {
 def records(*roots: Path, **kwargs) -> tuple[list[Bundle], list[Refusal]]:
     out = list(read_vasp_dirs(list(roots), **kwargs))
     return [r for r in out if isinstance(r, Bundle)], [r for r in out if isinstance(r, Refusal)]
+
+
+def e0(step: Step) -> float:
+    """The σ → 0 energy the generated file holds for ``step`` (tests/support/vasp_files.py's default)."""
+    return step.e_fr_energy + 0.0125 if step.e_0_energy is None else step.e_0_energy
 
 
 def only_bundle(*roots: Path, **kwargs) -> Bundle:
@@ -66,8 +78,8 @@ def test_every_ionic_step_round_trips_exactly(tmp_path: Path) -> None:
     (task,) = bundle.tasks
     assert [f.ionic_step for f in task.frames] == [0, 1, 2]
     for frame, step in zip(task.frames, run.steps, strict=True):
-        assert frame.energy == step.e_fr_energy  # the free energy, bit for bit
-        assert frame.energy != step.e_0_energy and frame.energy != step.e_fr_energy + 0.0125
+        assert frame.energy == e0(step)  # the energy extrapolated to σ → 0, bit for bit
+        assert frame.energy != step.e_fr_energy
         np.testing.assert_array_equal(frame.forces, np.asarray(step.forces))
         np.testing.assert_array_equal(frame.stress, np.asarray(step.stress_kbar) * -0.1)
         np.testing.assert_array_equal(frame.lattice, np.asarray(step.lattice))
@@ -79,16 +91,71 @@ def test_every_ionic_step_round_trips_exactly(tmp_path: Path) -> None:
     assert (task.fidelity, task.run_type, task.task_type, task.hubbards) == ("GGA", "PBE", "relax", None)
     assert task.code == "VASP" and task.code_version == "6.3.2"
     assert task.input_parameters == {**run.incar}  # the user's INCAR, JSON-safe
+    assert task.energy_quantity == "e_0_energy" and not task.final_frame_only
     assert bundle.material.formula == "FeO" and bundle.material.elements == ("Fe", "O")
-    assert bundle.material.external_id.startswith("vasp:FeO-") and len(bundle.material.external_id) == 19
+    # a VASP directory names no material: the grouping step gives it one
+    assert bundle.material.external_id == "" and task.material_rule is None
     assert task.external_id.startswith("vasp:FeO#") and len(task.external_id.split("#")[1]) == 12
     assert bundle.raw.content == path.read_bytes() and bundle.raw.format == "vasprun.xml"
     assert bundle.raw.location == str(path)
     (reference,) = bundle.references
     assert reference.fidelity == "GGA" and reference.task_external_id == task.external_id
-    assert reference.energy_per_atom == run.steps[-1].e_fr_energy / 2 and reference.n_atoms == 2
+    assert reference.energy_per_atom == e0(run.steps[-1]) / 2 and reference.n_atoms == 2
+    assert reference.energy_quantity == "e_0_energy"  # the same quantity as the frames
     cleaned, problems = validate_bundle(bundle)
+    assert cleaned is None and ["material has no id" in p.reason for p in problems] == [True]
+    named = only_bundle(tmp_path, material_id="mp-18905")
+    cleaned, problems = validate_bundle(named)
     assert problems == [] and cleaned is not None
+    assert named.material.external_id == "mp-18905" and named.tasks[0].material_rule == "source"
+
+
+def test_vasp5_wrong_sigma0_energy_is_repaired_like_pymatgen_final_energy(tmp_path: Path) -> None:
+    """VASP 5 writes a wrong e_0_energy per ionic step (0.0 in 5.2): the last electronic step's is used."""
+    from pymatgen.io.vasp.outputs import Vasprun
+
+    run = feo_run(n_steps=2, seed=4)
+    text = re.sub(r'(?m)^   <i name="e_0_energy">.*$', '   <i name="e_0_energy">    0.00000000 </i>', vasprun_xml(run))
+    path = tmp_path / "v5" / "vasprun.xml"
+    path.parent.mkdir()
+    path.write_text(text)
+    task = only_bundle(tmp_path).tasks[0]
+    pymatgen = Vasprun(path, parse_dos=False, parse_eigen=False, parse_potcar_file=False)
+    assert [s["e_0_energy"] for s in pymatgen.ionic_steps] == [0.0, 0.0]  # what the file says
+    assert task.frames[-1].energy == pymatgen.final_energy  # pymatgen's repaired final energy, exactly
+    for frame, step in zip(task.frames, run.steps, strict=True):
+        assert frame.energy == pytest.approx(e0(step), abs=2e-8)
+
+
+def test_sigma0_energy_of_one_step() -> None:
+    electronic = [{"e_fr_energy": -9.0, "e_0_energy": -9.1}, {"e_fr_energy": -10.0, "e_0_energy": -10.025}]
+    assert sigma0_energy({"e_fr_energy": -10.0, "e_0_energy": -10.025, "electronic_steps": electronic}) == -10.025
+    assert sigma0_energy({"e_fr_energy": -10.0, "e_0_energy": 0.0, "electronic_steps": electronic}) == -10.025
+    assert sigma0_energy({"e_fr_energy": -10.0, "e_0_energy": -10.02, "electronic_steps": []}) == -10.02
+    assert sigma0_energy({"e_fr_energy": -10.0}) is None
+
+
+def test_vaspout_logical_tags_become_booleans() -> None:
+    incar = {
+        "LHFCALC": 1,
+        "LASPH": 0,
+        "LORBIT": 11,
+        "LMAXMIX": 1,
+        "LREAL": 0,
+        "ISPIN": 2,
+        "NSW": 1,
+        "METAGGA": "R2scan",
+    }
+    assert vaspout_incar(incar) == {
+        "LHFCALC": True,
+        "LASPH": False,
+        "LORBIT": 11,
+        "LMAXMIX": 1,  # an integer tag stays an integer
+        "LREAL": False,
+        "ISPIN": 2,
+        "NSW": 1,
+        "METAGGA": "R2scan",
+    }
 
 
 def test_electronic_steps_against_nelm(tmp_path: Path) -> None:
@@ -156,7 +223,7 @@ def test_truncated_file_keeps_complete_steps_and_reports_the_rest(tmp_path: Path
     bundles, refusals = records(tmp_path)
     (bundle,) = bundles
     (task,) = bundle.tasks
-    assert [f.energy for f in task.frames] == [s.e_fr_energy for s in run.steps[:2]]
+    assert [f.energy for f in task.frames] == [e0(s) for s in run.steps[:2]]
     (refusal,) = refusals
     assert refusal.location == f"{path} ionic step 2"
     assert "truncated" in refusal.reason and "dropped" in refusal.reason
@@ -225,7 +292,7 @@ def test_gzip_and_truncated_gzip(tmp_path: Path) -> None:
     bundles, refusals = records(tmp_path / "corrupt")
     (bundle,) = bundles
     kept = bundle.tasks[0].frames
-    assert 1 <= len(kept) < 8 and [f.energy for f in kept] == [s.e_fr_energy for s in long_run.steps[: len(kept)]]
+    assert 1 <= len(kept) < 8 and [f.energy for f in kept] == [e0(s) for s in long_run.steps[: len(kept)]]
     assert len(refusals) == 1  # garbage after the damage may even repeat <calculation>: a range is reported
     assert re.search(rf"ionic steps? {len(kept)}(-\d+)?$", refusals[0].location)
     assert bundle.references == []
@@ -243,15 +310,14 @@ def test_relax1_relax2_are_one_task_in_suffix_order(tmp_path: Path) -> None:
     bundle = only_bundle(tmp_path)
     (task,) = bundle.tasks
     assert [f.ionic_step for f in task.frames] == [0, 1, 2, 3, 4]
-    assert [f.energy for f in task.frames] == [s.e_fr_energy for s in first.steps + second.steps]
+    assert [f.energy for f in task.frames] == [e0(s) for s in first.steps + second.steps]
     np.testing.assert_array_equal(task.frames[-1].magmoms, [4.1, 0.2])  # relax2's OUTCAR, last frame only
     assert all(f.magmoms is None for f in task.frames[:-1])
-    assert bundle.references[0].energy_per_atom == second.steps[-1].e_fr_energy / 2
+    assert bundle.references[0].energy_per_atom == e0(second.steps[-1]) / 2
     assert bundle.raw.format == "vasprun.xml.tar"
     with tarfile.open(fileobj=io.BytesIO(bundle.raw.content)) as tar:
         assert tar.getnames() == ["vasprun.xml.relax1", "vasprun.xml.relax2"]
         assert tar.extractfile("vasprun.xml.relax1").read() == vasprun_xml(first).encode()
-    # the material is named after the first run's initial structure
     again = only_bundle(tmp_path)
     assert again.raw.sha256 == bundle.raw.sha256 and again.material == bundle.material
 
@@ -316,7 +382,6 @@ def test_rereading_gives_identical_ids_and_a_changed_file_a_new_task(tmp_path: P
     run.steps[-1].e_fr_energy -= 1e-6
     write_vasprun(tmp_path / "Si" / "relax", run)
     changed = ids()
-    assert changed[0][0] == first[0][0]  # same initial structure, same material
     assert changed[0][1] != first[0][1]
     assert changed[1] == first[1]
 
@@ -340,14 +405,34 @@ def test_find_calculations_and_roots(tmp_path: Path) -> None:
         find_calculations([tmp_path / "missing"])
 
 
+def test_a_root_without_a_calculation_names_the_files_looked_for(tmp_path: Path) -> None:
+    write_vasprun(tmp_path / "a", feo_run())
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "OUTCAR").write_text("no vasprun here")
+    (tmp_path / "c" / "vasprun.xml.orig.bak").write_text("not a calculation file name")
+    for roots in ([tmp_path / "c"], [tmp_path / "a", tmp_path / "c"]):
+        with pytest.raises(InputError) as caught:
+            find_calculations(roots)
+        message = str(caught.value)
+        assert str(tmp_path / "c") in message
+        for name in ("vasprun.xml[.gz|.bz2|.xz]", "vasprun.xml.relax1", "vaspout.h5"):
+            assert name in message
+    with pytest.raises(InputError, match="vaspout.h5"):
+        find_calculations([tmp_path / "c" / "OUTCAR"])
+    with pytest.raises(InputError):
+        list(read_vasp_dirs([tmp_path / "c"]))
+
+
 def test_material_id_argument(tmp_path: Path) -> None:
     write_vasprun(tmp_path / "one", feo_run(seed=1))
     write_vasprun(tmp_path / "two", feo_run(seed=2))
     bundles, _ = records(tmp_path, material_id="mp-18905")
     assert [b.material.external_id for b in bundles] == ["mp-18905", "mp-18905"]
+    assert [t.material_rule for b in bundles for t in b.tasks] == ["source", "source"]
     assert bundles[0].material.formula == "FeO"
     default, _ = records(tmp_path)
-    assert default[0].material.external_id != default[1].material.external_id
+    assert [b.material.external_id for b in default] == ["", ""]  # the grouping step decides
+    assert [t.material_rule for b in default for t in b.tasks] == [None, None]
 
 
 def test_si_cell_with_one_species(tmp_path: Path) -> None:
@@ -368,3 +453,41 @@ def test_si_cell_with_one_species(tmp_path: Path) -> None:
     assert bundle.tasks[0].task_type == "static" and bundle.references == []
     np.testing.assert_allclose(frame.stress, np.eye(3) * 0.32)
     assert bundle.material.formula == "Si"
+
+
+def test_vasprun_is_read_before_vaspout_and_a_lone_bad_vaspout_is_refused(tmp_path: Path) -> None:
+    run = feo_run()
+    write_vasprun(tmp_path / "both", run)
+    (tmp_path / "both" / "vaspout.h5").write_bytes(b"not read: the vasprun.xml of the same suffix wins")
+    (tmp_path / "h5only").mkdir()
+    (tmp_path / "h5only" / "vaspout.h5").write_bytes(b"this is not HDF5")
+    (tmp_path / "h5gz").mkdir()
+    (tmp_path / "h5gz" / "vaspout.h5.relax1.gz").write_bytes(gzip.compress(b"\x89HDF\r\n\x1a\n" + bytes(64))[:30])
+    assert [p.name for p in vasprun_files(tmp_path / "both")] == ["vasprun.xml"]
+    assert find_calculations([tmp_path]) == [tmp_path / "both", tmp_path / "h5gz", tmp_path / "h5only"]
+    bundles, refusals = records(tmp_path)
+    (bundle,) = bundles
+    assert bundle.raw.format == "vasprun.xml" and [f.energy for f in bundle.tasks[0].frames] == [
+        e0(s) for s in run.steps
+    ]
+    reasons = {Path(r.location).parent.name: r.reason for r in refusals}
+    assert reasons == {
+        "h5only": "not a vaspout.h5 (no HDF5 signature)",
+        "h5gz": "vaspout.h5 is truncated or its compressed stream is damaged (HDF5 is read whole)",
+    }
+
+
+def test_the_command_exits_non_zero_for_a_directory_without_a_calculation(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "OUTCAR").write_text("an OUTCAR alone is not read")
+    env = {"PATH": "/usr/bin:/bin", "CROSSFID_HOME": str(tmp_path / "home"), "COLUMNS": "400"}
+    command = [sys.executable, "-m", "crossfid.cli", "ingest", "vasp", str(tmp_path / "empty")]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()  # one line, no traceback
+    assert line.startswith(f"error: no VASP calculation in {tmp_path / 'empty'}")
+    for name in ("vasprun.xml[.gz|.bz2|.xz]", "vasprun.xml.relax1", "vaspout.h5"):
+        assert name in line
