@@ -24,6 +24,18 @@ MP_SOURCE = "materials-project"
 MP_FIDELITIES = ("GGA", "GGA+U", "r2SCAN")
 
 Files = Annotated[list[Path], typer.Argument(help="Input files.", exists=True, dir_okay=False, resolve_path=True)]
+#: ``--material-map``: task id → material id for records that name no material
+MaterialMapFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--material-map",
+        help="CSV (header task_id,material_id) or JSON object {task id: material id}: the material of tasks "
+        "whose record names none (before structure matching).",
+        exists=True,
+        dir_okay=False,
+        resolve_path=True,
+    ),
+]
 
 
 def _ingest(source_name: str, source_kind: str, records, *, arguments: dict, **kwargs) -> None:
@@ -37,6 +49,27 @@ def _ingest(source_name: str, source_kind: str, records, *, arguments: dict, **k
     )
     if code:
         raise typer.Exit(code)
+
+
+def _material_map(path: Path | None):
+    """The ``--material-map`` file, read; a bad file is a usage error (exit status 2, nothing ran)."""
+    if path is None:
+        return None
+    from crossfid.errors import InputError
+    from crossfid.ingest.grouping import read_material_map
+
+    try:
+        return read_material_map(path)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--material-map'") from None
+
+
+def _grouped(records, material_map):
+    """Records with a material for every bundle whose record names none (crossfid.ingest.grouping)."""
+    from crossfid.ingest.grouping import assign_materials
+    from crossfid.ingest.material_store import database_candidates
+
+    return assign_materials(records, material_map=material_map, stored=database_candidates())
 
 
 @app.command("mp")
@@ -68,11 +101,49 @@ def mp(
 
 
 @app.command("mp-docs")
-def mp_docs(files: Files) -> None:
-    """Materials Project task documents saved to JSON / JSON.gz files (one document or a list)."""
+def mp_docs(files: Files, material_map: MaterialMapFile = None) -> None:
+    """Materials Project task documents saved to JSON / JSON.gz files (one document or a list).
+
+    Tasks without a material id are grouped into materials as MP's materials builder does.
+    """
     from crossfid.ingest.mp_docs import read_mp_docs
 
-    _ingest(MP_SOURCE, "mp-docs", read_mp_docs(files), arguments={"files": [str(f) for f in files]})
+    mapping = _material_map(material_map)
+    arguments = {"files": [str(f) for f in files], "material_map": None if material_map is None else str(material_map)}
+    _ingest(MP_SOURCE, "mp-docs", _grouped(read_mp_docs(files), mapping), arguments=arguments)
+
+
+@app.command("entries")
+def entries(
+    files: Files,
+    fidelity_label: Annotated[
+        str | None,
+        typer.Option(
+            "--fidelity",
+            "-f",
+            help="Fidelity of entries whose parameters name no run type: a fidelity name, or GGA/GGA+U "
+            "(the Materials Project rule by composition).",
+        ),
+    ] = None,
+    material_map: MaterialMapFile = None,
+    source: Annotated[str, typer.Option(help="Source name.")] = "entries",
+) -> None:
+    """pymatgen ComputedStructureEntry / ComputedEntry JSON (e.g. a phase diagram's entries) → reference entries.
+
+    Entries without an MP material id are grouped into materials by their structures.
+    """
+    from crossfid.ingest.entries import read_entries
+    from crossfid.ingest.mptrj import MP_GGA_AUTO
+
+    auto = fidelity_label is not None and fidelity_label.replace(" ", "").upper() in ("GGA/GGA+U", "MPTRJ")
+    fid = MP_GGA_AUTO if auto else fidelity(fidelity_label)
+    mapping = _material_map(material_map)
+    arguments = {
+        "files": [str(f) for f in files],
+        "fidelity": fid,
+        "material_map": None if material_map is None else str(material_map),
+    }
+    _ingest(source, "entries", _grouped(read_entries(files, fidelity=fid), mapping), arguments=arguments)
 
 
 @app.command("mptrj")
@@ -120,15 +191,28 @@ def matpes(
 def vasp(
     roots: Annotated[list[Path], typer.Argument(help="Calculation directories or trees of them.", exists=True)],
     material_id: Annotated[str | None, typer.Option(help="Material id for all calculations found.")] = None,
+    material_map: MaterialMapFile = None,
     source: Annotated[str, typer.Option(help="Source name.")] = "vasp",
 ) -> None:
-    """VASP calculation directories: every vasprun.xml(.gz) with all ionic steps and the INCAR."""
+    """VASP calculation directories: every vasprun.xml(.gz) / vaspout.h5 with all ionic steps and the INCAR.
+
+    Without --material-id, calculations are grouped into materials as MP's materials builder does.
+    A directory tree without any calculation is an error (exit status 1) naming the files looked for.
+    """
     from crossfid.ingest.vasp_dirs import find_calculations, read_vasp_dirs
 
+    if material_id is not None and material_map is not None:
+        raise typer.BadParameter("give --material-id or --material-map, not both", param_hint="'--material-map'")
+    mapping = _material_map(material_map)
     roots = [r.resolve() for r in roots]
     out.print(f"found {len(find_calculations(roots))} calculation directories")
-    records = read_vasp_dirs(roots, material_id=material_id)
-    _ingest(source, "vasp", records, arguments={"roots": [str(r) for r in roots], "material_id": material_id})
+    records = _grouped(read_vasp_dirs(roots, material_id=material_id), mapping)
+    arguments = {
+        "roots": [str(r) for r in roots],
+        "material_id": material_id,
+        "material_map": None if material_map is None else str(material_map),
+    }
+    _ingest(source, "vasp", records, arguments=arguments)
 
 
 @app.command("extxyz")

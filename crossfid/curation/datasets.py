@@ -50,7 +50,7 @@ from crossfid.db.bulk import copy_rows
 from crossfid.db.models import CurationRun, Dataset, Split
 from crossfid.errors import InputError
 from crossfid.hashing import dataset_content_hash
-from crossfid.vocabulary import ENERGY_LABELS, FIDELITY_NAMES
+from crossfid.vocabulary import ENERGY_LABELS, FIDELITY_NAMES, is_fidelity
 
 __all__ = [
     "DatasetError",
@@ -284,9 +284,11 @@ def _check_fidelities(fidelities: Sequence[str] | None) -> list[str] | None:
     wanted = sorted(set(fidelities))
     if not wanted:
         return None
-    unknown = [f for f in wanted if f not in FIDELITY_NAMES]
+    unknown = [f for f in wanted if not is_fidelity(f)]
     if unknown:
-        raise DatasetError(f"unknown fidelity {', '.join(unknown)}; known: {', '.join(FIDELITY_NAMES)}")
+        raise DatasetError(
+            f"unknown fidelity {', '.join(unknown)}; known: {', '.join(FIDELITY_NAMES)} or FUNCTIONAL[+U][-DISPERSION]"
+        )
     return wanted
 
 

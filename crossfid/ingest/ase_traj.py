@@ -91,7 +91,7 @@ from crossfid.ingest.sourceio import (
     reduced_composition,
     stream_problem,
 )
-from crossfid.vocabulary import FIDELITY_NAMES, TASK_TYPES
+from crossfid.vocabulary import FIDELITY_NAMES, TASK_TYPES, is_fidelity
 
 __all__ = ["EV_PER_A3_TO_GPA", "StressConvention", "read_ase_trajectory"]
 
@@ -117,7 +117,7 @@ def read_ase_trajectory(
     Bad frames become :class:`Refusal` s; the generator never raises on bad input (a
     bad *argument* raises ``ValueError`` immediately).
     """
-    if fidelity is not None and fidelity not in FIDELITY_NAMES:
+    if fidelity is not None and not is_fidelity(fidelity):
         raise InputError(f"unknown fidelity {fidelity!r}; expected one of {', '.join(FIDELITY_NAMES)}")
     if stress_convention not in ("ase", "gpa", "vasp_kbar"):
         raise InputError(f"stress_convention must be 'ase', 'gpa' or 'vasp_kbar', not {stress_convention!r}")

@@ -86,6 +86,7 @@ from crossfid.ingest.records import (
     unstorable_text_reason,
     validate_bundle,
 )
+from crossfid.vocabulary import FIDELITY_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -569,6 +570,7 @@ def _write_batch(conn: Connection, source_id: int, run_id: int, prepared: _Prepa
     counts = _BatchCounts()
     bundles = prepared.bundles
     raw_ids = _write_raw_documents(conn, source_id, run_id, prepared.raw, counts)
+    _write_fidelities(conn, bundles)
     material_ids = _write_materials(conn, bundles)
     new_tasks, conflicts = _write_tasks(conn, source_id, run_id, prepared, raw_ids, material_ids, counts)
     _write_frames(conn, new_tasks, prepared.blocks, counts)
@@ -610,6 +612,45 @@ def _write_raw_documents(
         "SELECT sha256, id FROM raw_documents WHERE sha256 = ANY(%(shas)s)", {"shas": list(docs)}
     )
     return dict(found.all())
+
+
+def _write_fidelities(conn: Connection, bundles: list[Bundle]) -> None:
+    """Insert the ``fidelities`` row of every composed fidelity of the batch that is not stored yet."""
+    names = {task.fidelity for bundle in bundles for task in bundle.tasks}
+    names |= {entry.fidelity for bundle in bundles for entry in bundle.references}
+    names -= set(FIDELITY_NAMES)  # seeded by the migrations
+    if not names:
+        return
+    from crossfid.vocabulary import fidelity_spec
+
+    rows = []
+    for name in sorted(names):
+        spec = fidelity_spec(name)  # validate_bundle refused names without one
+        rows.append(
+            (
+                spec.name,
+                spec.family,
+                spec.hubbard,
+                spec.dispersion,
+                spec.description,
+                spec.functional,
+                spec.exact_exchange,
+                spec.screening,
+                jsonable(spec.parameters) if spec.parameters is not None else None,
+            )
+        )
+    columns = [
+        "name",
+        "family",
+        "hubbard",
+        "dispersion",
+        "description",
+        "functional",
+        "exact_exchange",
+        "screening",
+        "parameters",
+    ]
+    copy_insert(conn, "fidelities", rows, columns, conflict_columns=["name"])
 
 
 def _write_materials(conn: Connection, bundles: list[Bundle]) -> dict[str, int]:
@@ -761,6 +802,9 @@ def _write_tasks(
                 task.code,
                 task.code_version,
                 task.completed_at,
+                task.material_rule,
+                task.final_frame_only,
+                task.energy_quantity,
             )
         )
     columns = [
@@ -779,6 +823,9 @@ def _write_tasks(
         "code",
         "code_version",
         "completed_at",
+        "material_rule",
+        "final_frame_only",
+        "energy_quantity",
     ]
     result = copy_insert(
         conn, "tasks", rows, columns, conflict_columns=["source_id", "external_id"], returning=["id", "external_id"]
@@ -920,6 +967,7 @@ def _write_references(
             entry.n_atoms,
             entry.structure,  # made JSON-ready by _prepare
             entry.correction_scheme,
+            entry.energy_quantity,
         )
         for (material, _), entry in sorted(entries.items(), key=lambda kv: (material_ids[kv[0][0]], kv[0][1]))
     )
@@ -937,6 +985,7 @@ def _write_references(
         "n_atoms",
         "structure",
         "correction_scheme",
+        "energy_quantity",
     ]
     result = copy_insert(conn, "reference_entries", rows, columns, conflict_columns=["material_id", "fidelity"])
     counts.references_added += result.n_inserted

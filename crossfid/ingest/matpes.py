@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crossfid.errors import InputError
+from crossfid.ingest.fidelity import fidelity_from_label
 from crossfid.ingest.records import (
     Bundle,
     Frame,
@@ -74,7 +75,6 @@ from crossfid.ingest.sourceio import (
     to_array,
     to_float,
 )
-from crossfid.vocabulary import FIDELITY_NAMES
 
 __all__ = ["StressUnit", "read_matpes", "fidelity_from_functional", "run_type_for_fidelity"]
 
@@ -109,10 +109,11 @@ def fidelity_from_functional(functional: Any) -> tuple[str, str] | None:
     key = "".join(functional.split()).lower()
     if key in _FUNCTIONALS:
         return _FUNCTIONALS[key]
-    for name in FIDELITY_NAMES:
-        if name.lower() == key:
-            return name, run_type_for_fidelity(name)
-    return None
+    try:
+        name = fidelity_from_label(functional)
+    except RecordError:
+        return None
+    return name, run_type_for_fidelity(name)
 
 
 def read_matpes(path: str | os.PathLike[str], *, stress_unit: StressUnit = "kbar_vasp") -> Iterator[Record]:
@@ -180,7 +181,7 @@ def _convert(document: Mapping[str, Any], where: str, doc_id: str | None, stress
     functional = document["functional"]
     mapped = fidelity_from_functional(functional)
     if mapped is None:
-        raise RecordError(f"unknown functional {functional!r} (expected PBE, PBE+U or r2SCAN)")
+        raise RecordError(f"unknown functional {functional!r} (expected PBE, PBE+U, r2SCAN or another fidelity name)")
     fidelity, run_type = mapped
     for key in ("structure", "energy", "forces"):
         if key not in document:

@@ -8,8 +8,11 @@ person understands). The loader writes each bundle in one transaction.
 Units and conventions (see docs/ingestion.md):
 
 * lengths Å; ``lattice`` rows are the lattice vectors; ``frac_coords`` fractional
-* ``energy`` eV, VASP's free energy (``e_fr_energy``), uncorrected;
-  ``corrected_energy`` eV where the source has one (MP compatibility corrections)
+* ``energy`` eV, uncorrected; which VASP quantity it is is the task's ``energy_quantity``
+  (crossfid's sources store ``e_0_energy``, the energy extrapolated to σ → 0: the quantity
+  of pymatgen's ``Vasprun.final_energy``, so of Materials Project entries, and of CHGNet's
+  own VASP parser); ``corrected_energy`` eV where the source has one (MP compatibility
+  corrections)
 * ``forces`` eV/Å, shape (n, 3)
 * ``stress`` GPa, shape (3, 3), physical sign (tensile positive) as in ASE and
   CHGNet. VASP prints kBar with the opposite sign: use :func:`stress_from_vasp_kbar`.
@@ -33,7 +36,7 @@ import numpy as np
 
 from crossfid.errors import InputError
 from crossfid.hashing import frame_content_hash, sha256_bytes, sha256_text
-from crossfid.vocabulary import FIDELITY_NAMES, TASK_TYPES
+from crossfid.vocabulary import ENERGY_QUANTITIES, MATERIAL_RULES, TASK_TYPES, is_fidelity
 
 TaskType = Literal["relax", "static"]
 
@@ -164,6 +167,12 @@ class Task:
     code: str = "VASP"
     code_version: str | None = None
     completed_at: Any | None = None  # datetime
+    #: which VASP energy the frames' ``energy`` is (crossfid.vocabulary.ENERGY_QUANTITIES)
+    energy_quantity: str = "unknown"
+    #: stored from a document holding only its output: one frame, no trajectory
+    final_frame_only: bool = False
+    #: how the task got its material (crossfid.vocabulary.MATERIAL_RULES); None: not recorded
+    material_rule: str | None = None
 
 
 @dataclass
@@ -180,11 +189,14 @@ class ReferenceEntry:
     entry_id: str | None = None
     task_external_id: str | None = None  # a task of this bundle, when the entry comes from one
     correction_scheme: str | None = None
+    #: which VASP energy ``energy_per_atom`` is (crossfid.vocabulary.ENERGY_QUANTITIES); None: not known
+    energy_quantity: str | None = None
 
 
 @dataclass
 class Material:
-    external_id: str  # e.g. "mp-149"; sources without ids namespace their own ("vasp:<hash>")
+    #: e.g. "mp-149"; "" when the record names no material: crossfid.ingest.grouping assigns one
+    external_id: str
     formula: str  # reduced formula, e.g. "Fe2O3"
     elements: tuple[str, ...]  # sorted symbols
 
@@ -528,10 +540,16 @@ def unstorable_text_reason(bundle: Bundle) -> str | None:
 def validate_task(task: Task) -> Task:
     """Task-level checks (vocabulary, task type, storable text); :func:`validate_bundle` checks the frames."""
     check_text(task.external_id, "task id")
-    if task.fidelity not in FIDELITY_NAMES:
+    if not is_fidelity(task.fidelity):
         raise RecordError(f"unknown fidelity {task.fidelity!r}")
     if task.task_type not in TASK_TYPES:
         raise RecordError(f"task type {task.task_type!r} is not a training task (relax or static)")
+    if task.energy_quantity not in ENERGY_QUANTITIES:
+        raise RecordError(f"unknown energy quantity {task.energy_quantity!r}")
+    if task.material_rule is not None and task.material_rule not in MATERIAL_RULES:
+        raise RecordError(f"unknown material rule {task.material_rule!r}")
+    if task.final_frame_only and len(task.frames) > 1:
+        raise RecordError(f"a final-frame-only task has one frame, not {len(task.frames)}")
     if not task.external_id:
         raise RecordError("task has no id")
     for what, value in task_texts(task):
@@ -550,8 +568,10 @@ def validate_task(task: Task) -> Task:
 
 
 def validate_reference(entry: ReferenceEntry) -> ReferenceEntry:
-    if entry.fidelity not in FIDELITY_NAMES:
+    if not is_fidelity(entry.fidelity):
         raise RecordError(f"unknown fidelity {entry.fidelity!r} of reference entry")
+    if entry.energy_quantity is not None and entry.energy_quantity not in ENERGY_QUANTITIES:
+        raise RecordError(f"unknown energy quantity {entry.energy_quantity!r} of reference entry")
     for what, value in reference_texts(entry):
         check_text(value, what)
     checked = replace(
@@ -577,7 +597,7 @@ def validate_material(material: Material) -> None:
     for what, value in material_texts(material):
         check_text(value, what)
     if not material.external_id:
-        raise RecordError("material has no id")
+        raise RecordError("material has no id (the record names none and no grouping step gave it one)")
 
 
 def _problem(exc: Exception) -> str:

@@ -100,7 +100,8 @@ def test_one_worker_and_two_workers_decide_identically(demo_engine, database_url
         ):
             summary = run_curation(demo_engine, database_url, ["r2SCAN"], client=client, partition_frames=40)
             results.append(decisions_of(demo_engine, summary.run_id))
-            hashes.append(freeze_dataset(demo_engine, summary.run_id, f"workers-{n}", energy_label="uncorrected").content_hash)
+            info = freeze_dataset(demo_engine, summary.run_id, f"workers-{n}", energy_label="uncorrected")
+            hashes.append(info.content_hash)
     assert results[0] == results[1] and len(results[0]) > 0
     assert hashes[0] == hashes[1]
 

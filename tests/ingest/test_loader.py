@@ -71,7 +71,7 @@ def test_bad_records_are_quarantined_and_good_ones_kept(engine):
     wrong_forces = synthetic.bundle(11)
     wrong_forces.tasks[0].frames[0] = replace(wrong_forces.tasks[0].frames[0], forces=np.zeros((3, 3)))
     bad_fidelity = synthetic.bundle(12)
-    bad_fidelity.tasks[0] = replace(bad_fidelity.tasks[0], fidelity="B3LYP")
+    bad_fidelity.tasks[0] = replace(bad_fidelity.tasks[0], fidelity="HFCus")
     records = [*good[:2], nan_frame, synthetic.refusal(1), wrong_forces, bad_fidelity, *good[2:]]
     summary = ingest(engine, "synthetic", "test", records)
     assert summary.quarantined == 4
@@ -83,7 +83,7 @@ def test_bad_records_are_quarantined_and_good_ones_kept(engine):
         "synthetic#10 task task-10 ionic step 1": "energy is not finite (nan)",
         "synthetic#bad-1": "malformed JSON",
         "synthetic#11 task task-11 ionic step 0": "forces has shape (3, 3), expected (4, 3)",
-        "synthetic#12 task task-12": "unknown fidelity 'B3LYP'",
+        "synthetic#12 task task-12": "unknown fidelity 'HFCus'",
     }
     again = ingest(engine, "synthetic", "test", records)  # quarantine rows are not duplicated either
     with engine.connect() as conn:

@@ -104,7 +104,7 @@ def test_mptrj_gga_auto_and_run_type(tmp_path: Path) -> None:
     assert {t.fidelity for b in good for t in b.tasks} == {"r2SCAN"}
     assert good[0].references[0].correction_scheme is None
     with pytest.raises(ValueError, match="unknown fidelity"):
-        read_mptrj(path, "B3LYP")
+        read_mptrj(path, "HFCus")
 
 
 def test_mptrj_bad_records_are_refused_and_good_ones_kept(tmp_path: Path) -> None:
@@ -294,7 +294,9 @@ def test_matpes_bad_documents(tmp_path: Path, lines: bool) -> None:
     assert reasons["no forces"] == "document has no 'forces'"
     assert reasons["forces shape"] == "forces has shape (1, 3), expected (2, 3)"
     assert reasons["Xx"] == "unknown element symbol 'Xx' at site 0"
-    assert reasons["unknown functional"] == "unknown functional 'B3LYP' (expected PBE, PBE+U or r2SCAN)"
+    assert reasons["unknown functional"] == (
+        "unknown functional 'B3LYP-ish' (expected PBE, PBE+U, r2SCAN or another fidelity name)"
+    )
     assert reasons["ragged forces"] == "forces is not a numeric array"
     if lines:
         not_object = refusal_at(refused, f"{name}:line 13")

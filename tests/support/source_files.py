@@ -165,7 +165,7 @@ def bad_matpes_docs() -> list[dict]:
         unknown,
         flat,
         empty,
-        matpes_doc(17, functional="B3LYP"),
+        matpes_doc(17, functional="B3LYP-ish"),
         no_functional,
         matpes_doc(19, forces=[[0.0, 0.0, 0.0], [1.0, 2.0]]),
     ]
