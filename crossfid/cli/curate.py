@@ -92,7 +92,5 @@ def curate(
             f"{info.n_elements} elements, content hash {info.content_hash}"
         )
     else:
-        out.print(
-            f"freeze it with: crossfid dataset freeze --run {summary.run_id} --name NAME --energy-label LABEL"
-        )
+        out.print(f"freeze it with: crossfid dataset freeze --run {summary.run_id} --name NAME --energy-label LABEL")
     engine.dispose()

@@ -30,6 +30,7 @@ InProcessWorkers = Annotated[int, typer.Option("--workers", help=WORKERS_HELP, m
 #: ``--scheduler``: a running Dask cluster
 Scheduler = Annotated[str | None, typer.Option(help=SCHEDULER_HELP)]
 
+
 class EnergyLabel(StrEnum):
     """``--energy-label``: crossfid.vocabulary.ENERGY_LABELS."""
 
