@@ -160,7 +160,9 @@ def test_each_part_holds_exactly_its_members_with_the_stored_labels(split_db):
         assert validate_frames(load_split_frames(session, split_id, "train")) == []
 
 
-def test_energy_label_is_the_corrected_energy_when_there_is_one(split_db):
+def test_energy_label_is_the_datasets_choice_not_whatever_a_frame_has(split_db):
+    """The split's dataset was frozen with --energy-label uncorrected: a corrected energy on a frame is not read
+    (the mp2020 label is tested in tests/curation/test_datasets.py)."""
     engine, split_id = split_db
     with engine.connect() as conn:
         outer = conn.begin()
@@ -172,7 +174,8 @@ def test_energy_label_is_the_corrected_energy_when_there_is_one(split_db):
         conn.execute(update(Frame).where(Frame.id == first.frame_id).values(corrected_energy=row.energy - 1.5))
         again = load_split_frames(session, split_id, "train")[0]
         assert again.frame_id == first.frame_id
-        assert again.energy_per_atom == pytest.approx(first.energy_per_atom - 1.5 / row.n_atoms, rel=0, abs=1e-12)
+        assert again.energy_per_atom == pytest.approx(row.energy / row.n_atoms, rel=0, abs=1e-12)
+        assert again.energy_per_atom == first.energy_per_atom
         session.close()
         outer.rollback()
 
