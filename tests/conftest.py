@@ -147,3 +147,19 @@ def dask_client():
         Client(cluster) as client,
     ):
         yield client
+
+
+@pytest.fixture
+def invoke(database_url, monkeypatch):
+    """``invoke("ingest", "vasp", DIR)``: the ``crossfid`` command line in-process, on this test's database."""
+    from typer.testing import CliRunner
+
+    from crossfid.cli import app
+
+    monkeypatch.setenv("CROSSFID_DATABASE_URL", database_url)
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, list(args))
+
+    return run

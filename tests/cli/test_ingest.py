@@ -6,22 +6,8 @@ import numpy as np
 import psycopg
 import pytest
 from support.vasp_files import feo_run, write_vasprun
-from typer.testing import CliRunner
-
-from crossfid.cli import app
 
 U_INCAR = {"LDAU": True, "LDAUTYPE": 2, "LDAUL": [2, -1], "LDAUU": [5.3, 0.0], "LDAUJ": [0.0, 0.0]}
-
-
-@pytest.fixture
-def invoke(database_url, monkeypatch):
-    monkeypatch.setenv("CROSSFID_DATABASE_URL", database_url)
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(app, list(args))
-
-    return run
 
 
 def test_vasp_directories_round_trip_through_the_command(invoke, database_url, tmp_path):

@@ -14,9 +14,7 @@ import numpy as np
 import psycopg
 import pytest
 from pymatgen.core import Lattice, Structure
-from typer.testing import CliRunner
 
-from crossfid.cli import app
 from crossfid.errors import InputError
 from crossfid.ingest import grouping
 from crossfid.ingest.grouping import (
@@ -362,17 +360,6 @@ def si_task_doc(task_id: str, structures: list[Structure], *, e0_shift: float = 
         "output": {"ionic_steps": steps, "structure": structures[-1].as_dict()},
     }
     return {"task_id": task_id, "calcs_reversed": [calc], "formula_pretty": "Si"}
-
-
-@pytest.fixture
-def invoke(database_url, monkeypatch):
-    monkeypatch.setenv("CROSSFID_DATABASE_URL", database_url)
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(app, list(args))
-
-    return run
 
 
 def material_rows(database_url) -> list[tuple[str, str, str]]:
