@@ -127,6 +127,8 @@ def r2scan_corpus(tmp_path_factory: pytest.TempPathFactory):
 
     settings = DemoSettings(
         max_steps=4,
+        elemental_phases=False,
+        labeller="chgnet",
         static_rate=0.0,
         single_fidelity_fraction=0.0,
         flaws=FlawRates(

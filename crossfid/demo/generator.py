@@ -4,18 +4,44 @@ What it is
     Small crystals (≤ 12 atoms) from :data:`crossfid.structures.prototypes.CATALOGUE` are
     perturbed (rattle ~0.05 Å, strain ±3 %) and relaxed with the two CHGNet models
     shipped in the ``chgnet`` wheel (through :mod:`crossfid.potentials`), every ionic
-    step recorded:
+    step recorded: ``chgnet-0.3.0`` (``CHGNet.load()``, MPtrj) for GGA / GGA+U and
+    ``chgnet-r2scan`` (``CHGNet.load(model_name="r2scan")``, transfer-learned) for r2SCAN.
+    A material is GGA+U when it is an oxide or fluoride of Co, Cr, Fe, Mn, Mo, Ni, V or W
+    (Materials Project's rule) and the task records MP's U values in ``Task.hubbards`` and
+    as an INCAR (``LDAU``, ``LDAUU``, ...); otherwise GGA.
 
-    * ``chgnet-0.3.0`` (``CHGNet.load()``, trained on MPtrj) labels the GGA / GGA+U fidelity.
-      A material is GGA+U when it is an oxide or fluoride of Co, Cr, Fe, Mn, Mo, Ni,
-      V or W (Materials Project's rule) and the task records MP's U values in
-      ``Task.hubbards`` and as an INCAR (``LDAU``, ``LDAUU``, ...); otherwise GGA.
-    * ``chgnet-r2scan`` (``CHGNet.load(model_name="r2scan")``, the published
-      transfer-learned model) labels the r2SCAN fidelity.
+Labels (``DemoSettings.labeller``)
+    ``"sevennet"`` (default): every recorded frame is then re-labelled as a single point
+    (energy, forces, stress; cell and coordinates kept exactly) by SevenNet-MF-0 from the
+    ``sevenn`` wheel (:mod:`crossfid.potentials.sevennet`): its ``PBE`` modality (trained on
+    MPtrj, ``sevennet-mf-0-pbe``) for GGA / GGA+U, its ``R2SCAN`` modality (MP r2SCAN data,
+    ``sevennet-mf-0-r2scan``) for r2SCAN; the injected static, high-energy and
+    near-duplicate frames are its single points too. So the labeller is not one of the
+    CHGNet models the leaderboard benchmarks (a model labelling its own test set would have
+    zero error by construction). SevenNet predicts no magnetic moments: ``magmoms`` is
+    None on every frame. About 0.07 s per ≤ 12-atom frame on one CPU thread.
+    ``"chgnet"``: the relaxing CHGNet models' own labels (with magmoms), no second model:
+    cheaper (no sevenn import or single points), for tests that only need some corpus.
 
-    **The labels come from a surrogate model, not from DFT.** Every task says so in
-    ``input_parameters["label_source"]``, ``code = "CHGNet-surrogate"`` and its
-    ``run_type`` (e.g. ``"PBE+U (CHGNet surrogate)"``).
+    **The labels come from a surrogate model, not from DFT.** Every task says so:
+    ``code`` (``"SevenNet-surrogate"`` / ``"CHGNet-surrogate"``), ``code_version`` (the
+    labeller's package version), ``run_type`` (e.g. ``"r2SCAN (SevenNet-MF-0 surrogate)"``),
+    ``input_parameters["label_source"]`` (text) and, machine-readable,
+    ``input_parameters["label_model"]`` / ``["relax_model"]`` (crossfid model names), also
+    in each document's ``provenance`` and, per fidelity, in the header (``label_models``,
+    ``relax_models``).
+
+Elemental phases (``DemoSettings.elemental_phases``, on by default)
+    For every element of the chosen materials the corpus also holds that element's
+    ground-state elemental phase (:data:`crossfid.structures.prototypes.ELEMENTAL_PHASES`),
+    at GGA (never GGA+U, as MP) and r2SCAN, relaxed and labelled by the same models,
+    so that formation energies and hulls have true elemental reference entries. An
+    elemental material already chosen from the catalogue serves itself (and keeps both
+    fidelities); the others get the id ``demo-el-<symbol>``. They are ordinary materials
+    (tasks, flaws, reference entry). Demo approximations: MP's molecular solids (O2, N2,
+    F2, Cl2, H2, Br2, I2) are one dimer in a 10 Å cubic box, α-S one S8 ring in that box
+    (both relaxed at fixed cell), α-Mn is fcc Mn; each document's
+    ``provenance["elemental_phase"]`` says which.
 
 The file (format: :mod:`crossfid.ingest.demo`, which reads it back) is written with
 floats at full precision (``repr``), keys sorted, no timestamps: the same seed and
@@ -34,8 +60,11 @@ Injected flaws (known, seeded rates; see :class:`FlawRates`)
     itself occasionally takes a step < 1e-4 Å (after a velocity reset), so a corpus
     also holds a few natural near-duplicates (2 in the default corpus), as MPtrj did.
 
+Progress: ``generate_demo_corpus(progress=...)`` counts materials; a material is done when
+all its task groups are relaxed *and* labelled, so the labelling time is inside each step.
+
 Units (as :mod:`crossfid.ingest.records`): energies eV total (uncorrected), forces
-eV/Å, stress GPa tensile-positive (ASE/CHGNet), magmoms μB.
+eV/Å, stress GPa tensile-positive (ASE sign), magmoms μB (None when the labeller predicts none).
 """
 
 from __future__ import annotations
@@ -56,10 +85,11 @@ from typing import Any
 import numpy as np
 
 from crossfid.ingest.demo import FORMAT, FORMAT_VERSION
-from crossfid.potentials.base import Potential, load_potential, potential_class
+from crossfid.potentials.base import ModelSpec, Potential, load_potential, potential_class
 from crossfid.potentials.chgnet import chgnet_version as _chgnet_version
+from crossfid.potentials.sevennet import sevenn_version
 from crossfid.runtime.paths import DataDirs
-from crossfid.structures.prototypes import BY_FORMULA, CATALOGUE, Prototype, build_prototype
+from crossfid.structures.prototypes import BY_FORMULA, CATALOGUE, ELEMENTAL_PHASES, Prototype, build_prototype
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +111,35 @@ FLAW_KINDS: tuple[str, ...] = (
 #: Electronic step limit written into each task's INCAR
 NELM = {"GGA": 100, "GGA+U": 100, "r2SCAN": 200}
 
-#: the shipped model labelling each fidelity (a crossfid.potentials name)
+#: the shipped CHGNet model relaxing each fidelity (a crossfid.potentials name)
 _MODEL_NAMES = {"GGA": "chgnet-0.3.0", "GGA+U": "chgnet-0.3.0", "r2SCAN": "chgnet-r2scan"}
+#: DemoSettings.labeller → the shipped model labelling each fidelity
+LABEL_MODELS: dict[str, dict[str, str]] = {
+    "sevennet": {"GGA": "sevennet-mf-0-pbe", "GGA+U": "sevennet-mf-0-pbe", "r2SCAN": "sevennet-mf-0-r2scan"},
+    "chgnet": _MODEL_NAMES,
+}
+#: family of each model named above
+_FAMILIES = {
+    "chgnet-0.3.0": "CHGNet",
+    "chgnet-r2scan": "CHGNet",
+    **dict.fromkeys(LABEL_MODELS["sevennet"].values(), "SevenNet"),
+}
 _MODEL_LABELS = {
     "chgnet-0.3.0": "CHGNet 0.3.0 (MPtrj)",
     "chgnet-r2scan": "CHGNet r2scan (MP-r2SCAN, transfer-learned, method 4)",
+    "sevennet-mf-0-pbe": "SevenNet-MF-0, PBE modality (MPtrj)",
+    "sevennet-mf-0-r2scan": "SevenNet-MF-0, R2SCAN modality (MP r2SCAN)",
 }
+#: the code named in each task (and the surrogate named in its run type), by labeller
+_CODES = {"sevennet": ("SevenNet-surrogate", "SevenNet-MF-0"), "chgnet": ("CHGNet-surrogate", "CHGNet")}
 _RUN_TYPES = {"GGA": "PBE", "GGA+U": "PBE+U", "r2SCAN": "r2SCAN"}
 _SLUGS = {"GGA": "gga", "GGA+U": "ggau", "r2SCAN": "r2scan"}
 _GROUP_CODES = {"low": 1, "r2SCAN": 2}
+
+#: every prototype a material spec may name, by formula
+_PROTOTYPES: dict[str, Prototype] = BY_FORMULA | {proto.formula: proto for proto in ELEMENTAL_PHASES.values()}
+#: an added elemental phase's spec index is this plus its atomic number (stable whatever the other materials)
+_ELEMENTAL_INDEX = 1000
 
 
 # --------------------------------------------------------------------------- settings and manifest
@@ -123,6 +173,8 @@ class DemoSettings:
     static_rate: float = 0.4  # probability of a static task per task group
     single_fidelity_fraction: float = 0.1  # fraction of materials with only one fidelity group
     flaws: FlawRates = field(default_factory=FlawRates)
+    elemental_phases: bool = True  # add each element's ground-state elemental phase (its reference state)
+    labeller: str = "sevennet"  # key of LABEL_MODELS: "sevennet" (SevenNet-MF-0) or "chgnet" (the relaxing models)
 
 
 @dataclass
@@ -131,7 +183,7 @@ class DemoManifest:
 
     path: Path
     seed: int
-    n_materials: int
+    n_materials: int  # all materials, elemental phases included
     n_documents: int  # task groups (lines after the header)
     n_tasks: int
     n_frames: int
@@ -143,6 +195,8 @@ class DemoManifest:
     fidelities: tuple[str, ...] = DEMO_FIDELITIES
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: float | None = None  # wall time of the generation (None when read back from a file)
+    n_elemental: int = 0  # single-element materials (elemental reference phases) among n_materials
+    label_models: dict[str, str] = field(default_factory=dict)  # fidelity → crossfid name of the labelling model
 
 
 def default_corpus_path(home: Path, n_materials: int = 24, seed: int = 0) -> Path:
@@ -154,18 +208,20 @@ def default_corpus_path(home: Path, n_materials: int = 24, seed: int = 0) -> Pat
 
 
 def _frame_dict(lattice, frac_coords, energy, forces, stress, magmoms) -> dict[str, Any]:
+    """A frame's JSON; ``magmoms`` None when the model predicts none (NaN)."""
+    moments = np.asarray(magmoms, dtype=float).reshape(-1)
     return {
         "lattice": np.asarray(lattice, dtype=float).tolist(),
         "frac_coords": np.asarray(frac_coords, dtype=float).tolist(),
         "energy": float(energy),
         "forces": np.asarray(forces, dtype=float).tolist(),
         "stress": np.asarray(stress, dtype=float).tolist(),
-        "magmoms": np.asarray(magmoms, dtype=float).reshape(-1).tolist(),
+        "magmoms": moments.tolist() if np.isfinite(moments).all() else None,
     }
 
 
 def predict_frame(potential: Potential, structure) -> dict[str, Any]:
-    """Single-point labels of a structure: energy (total eV), forces, stress (3×3 GPa, tensile +), magmoms."""
+    """Single-point labels of a structure: energy (total eV), forces, stress (3×3 GPa, tensile +), magmoms or None."""
     (prediction,) = potential.predict([structure])
     return _frame_dict(
         structure.lattice.matrix,
@@ -177,12 +233,15 @@ def predict_frame(potential: Potential, structure) -> dict[str, Any]:
     )
 
 
-def relax_frames(potential: Potential, structure, *, fmax: float, steps: int) -> list[dict[str, Any]]:
+def relax_frames(
+    potential: Potential, structure, *, fmax: float, steps: int, relax_cell: bool = True
+) -> list[dict[str, Any]]:
     """Relax (FIRE + FrechetCellFilter, :meth:`~crossfid.potentials.base.Potential.relax`); every ionic step once.
 
-    Energies total eV, stress a 3×3 tensor in GPa (tensile positive), fractional coordinates.
+    ``relax_cell=False`` keeps the cell (a molecule in a box). Energies total eV, stress a 3×3
+    tensor in GPa (tensile positive), fractional coordinates.
     """
-    relaxation = potential.relax(structure, fmax=fmax, steps=steps)
+    relaxation = potential.relax(structure, fmax=fmax, steps=steps, relax_cell=relax_cell)
     frames = []
     for i in range(len(relaxation)):
         cell = relaxation.cells[i]
@@ -198,6 +257,16 @@ def relax_frames(potential: Potential, structure, *, fmax: float, steps: int) ->
             )
         )
     return frames
+
+
+def relabel_frames(potential: Potential, atomic_numbers: Sequence[int], frames: Iterable[dict[str, Any]]):
+    """The frames with their labels replaced by ``potential``'s single points of the same structures (cell and
+    coordinates kept exactly); energies total eV, stress 3×3 GPa, magmoms None when the model predicts none."""
+    out = []
+    for frame in frames:
+        labels = predict_frame(potential, _structure(atomic_numbers, frame))
+        out.append({**frame, **{key: labels[key] for key in ("energy", "forces", "stress", "magmoms")}})
+    return out
 
 
 def _structure(atomic_numbers: Sequence[int], frame: dict[str, Any]):
@@ -225,14 +294,22 @@ def _perturbed(structure, rng: np.random.Generator, *, rattle: float, strain: fl
 
 @dataclass(frozen=True)
 class _MaterialSpec:
-    index: int  # 1-based
+    index: int  # 1-based; _ELEMENTAL_INDEX + Z for an added elemental phase
     material_id: str
-    formula: str  # catalogue key
+    formula: str  # key of _PROTOTYPES
     groups: tuple[str, ...]  # fidelities of the task groups to generate
     seed: int
 
 
-def _incar(fidelity: str, task_type: str, species: Sequence[str], hubbards: dict[str, float] | None, model_name: str):
+def _incar(
+    fidelity: str,
+    task_type: str,
+    species: Sequence[str],
+    hubbards: dict[str, float] | None,
+    label_model: str,
+    relax_model: str,
+    relax_cell: bool = True,
+):
     incar: dict[str, Any] = {
         "ENCUT": 680 if fidelity == "r2SCAN" else 520,
         "EDIFF": 1e-5 if fidelity == "r2SCAN" else 5e-5,
@@ -241,7 +318,7 @@ def _incar(fidelity: str, task_type: str, species: Sequence[str], hubbards: dict
         "NELM": NELM[fidelity],
         "NSW": 0 if task_type == "static" else 99,
         "IBRION": -1 if task_type == "static" else 2,
-        "ISIF": 3,
+        "ISIF": 3 if relax_cell else 2,
         "LDAU": bool(hubbards),
     }
     if fidelity == "r2SCAN":
@@ -256,11 +333,26 @@ def _incar(fidelity: str, task_type: str, species: Sequence[str], hubbards: dict
         incar["LMAXMIX"] = 4
     # not INCAR tags: how the labels were really made
     incar["species"] = list(species)  # POSCAR species order, for LDAUL/LDAUU/LDAUJ
-    incar["label_source"] = f"surrogate: {_MODEL_LABELS[model_name]}, not DFT"
-    incar["surrogate_model"] = _MODEL_LABELS[model_name]
+    incar["label_source"] = _label_source(label_model, relax_model)
+    incar["surrogate_model"] = _MODEL_LABELS[label_model]
+    incar["label_model"] = label_model  # crossfid name of the labelling model (machine-readable)
+    incar["relax_model"] = relax_model  # crossfid name of the model whose relaxation gave the geometries
     if task_type == "relax":
-        incar["optimizer"] = "ASE FIRE + FrechetCellFilter (chgnet StructOptimizer)"
+        incar["optimizer"] = (
+            "ASE FIRE + FrechetCellFilter (chgnet StructOptimizer)" if relax_cell else "ASE FIRE, fixed cell"
+        )
     return incar
+
+
+def _label_source(label_model: str, relax_model: str) -> str:
+    text = f"surrogate: {_MODEL_LABELS[label_model]}, not DFT"
+    if label_model != relax_model:
+        text += f"; geometries relaxed by {_MODEL_LABELS[relax_model]}, every frame re-labelled as a single point"
+    return text
+
+
+def _potential(name: str) -> Potential:
+    return load_potential(ModelSpec(name, family=_FAMILIES[name]))
 
 
 def _electronic_steps(rng: np.random.Generator, n_frames: int) -> list[int]:
@@ -269,14 +361,20 @@ def _electronic_steps(rng: np.random.Generator, n_frames: int) -> list[int]:
 
 
 def _task_group(
-    spec: _MaterialSpec, fidelity: str, ideal, start, settings: DemoSettings, chgnet_version: str
+    spec: _MaterialSpec, fidelity: str, ideal, start, settings: DemoSettings, versions: dict[str, str]
 ) -> dict[str, Any]:
-    """One line of the corpus: the material at one fidelity, with flaws injected and recorded."""
+    """One line of the corpus: the material at one fidelity, with flaws injected and recorded.
+
+    CHGNet relaxes; the labeller (``settings.labeller``) labels every recorded frame and every
+    single point (static, high-energy and near-duplicate frames).
+    """
     rates = settings.flaws
     rng = np.random.default_rng([spec.seed, spec.index, _GROUP_CODES["r2SCAN" if fidelity == "r2SCAN" else "low"]])
-    proto = BY_FORMULA[spec.formula]
-    model_name = _MODEL_NAMES[fidelity]
-    potential = load_potential(model_name)
+    proto = _PROTOTYPES[spec.formula]
+    relax_model = _MODEL_NAMES[fidelity]
+    model_name = LABEL_MODELS[settings.labeller][fidelity]
+    code, surrogate = _CODES[settings.labeller]
+    potential = _potential(model_name)
     hubbards = proto.hubbards if fidelity == "GGA+U" else None
     atomic_numbers = [int(site.specie.Z) for site in start]
     species = list(dict.fromkeys(site.specie.symbol for site in start))
@@ -284,7 +382,11 @@ def _task_group(
     slug = _SLUGS[fidelity]
     relax_id = f"{spec.material_id}-{slug}-relax"
 
-    base = relax_frames(potential, start, fmax=settings.fmax, steps=settings.max_steps)
+    base = relax_frames(
+        _potential(relax_model), start, fmax=settings.fmax, steps=settings.max_steps, relax_cell=not proto.molecular
+    )
+    if model_name != relax_model:
+        base = relabel_frames(potential, atomic_numbers, base)
     e_ref = base[-1]["energy"] / n
     nelm = NELM[fidelity]
     for frame, steps in zip(base, _electronic_steps(rng, len(base)), strict=True):
@@ -360,12 +462,14 @@ def _task_group(
             "task_id": task_id,
             "task_type": task_type,
             "fidelity": fidelity,
-            "run_type": f"{_RUN_TYPES[fidelity]} (CHGNet surrogate)",
+            "run_type": f"{_RUN_TYPES[fidelity]} ({surrogate} surrogate)",
             "source_run_type": fidelity,
             "hubbards": hubbards,
-            "input_parameters": _incar(fidelity, task_type, species, hubbards, model_name),
-            "code": "CHGNet-surrogate",
-            "code_version": chgnet_version,
+            "input_parameters": _incar(
+                fidelity, task_type, species, hubbards, model_name, relax_model, not proto.molecular
+            ),
+            "code": code,
+            "code_version": versions[settings.labeller],
             "atomic_numbers": atomic_numbers,
             "frames": task_frames,
         }
@@ -400,6 +504,26 @@ def _task_group(
             }
         )
 
+    provenance = {
+        "generator": GENERATOR,
+        "seed": spec.seed,
+        "chgnet_version": versions["chgnet"],
+        "model": _MODEL_LABELS[model_name],
+        "label_model": model_name,
+        "relax_model": relax_model,
+        "label_source": _label_source(model_name, relax_model),
+        "ideal_structure": ideal.as_dict(),
+    }
+    if settings.labeller == "sevennet":
+        provenance["sevenn_version"] = versions["sevennet"]
+    if len(proto.elements) == 1:
+        (element,) = proto.elements
+        provenance["elemental_phase"] = {
+            "element": element,
+            "prototype": proto.prototype,
+            "relax_cell": not proto.molecular,
+            "approximation": proto.note or None,
+        }
     return {
         "kind": "task_group",
         "format": FORMAT,
@@ -418,14 +542,7 @@ def _task_group(
             "structure": _structure(atomic_numbers, base[-1]).as_dict(),
         },
         "flaws": flaws,
-        "provenance": {
-            "generator": GENERATOR,
-            "seed": spec.seed,
-            "chgnet_version": chgnet_version,
-            "model": _MODEL_LABELS[model_name],
-            "label_source": f"surrogate: {_MODEL_LABELS[model_name]}, not DFT",
-            "ideal_structure": ideal.as_dict(),
-        },
+        "provenance": provenance,
     }
 
 
@@ -434,17 +551,27 @@ def _material_documents(spec: _MaterialSpec, settings: DemoSettings) -> list[dic
     with warnings.catch_warnings():
         # chgnet converts a grad-tracking volume tensor (model.py); harmless, once per process otherwise
         warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad", category=UserWarning)
-        proto = BY_FORMULA[spec.formula]
+        proto = _PROTOTYPES[spec.formula]
         ideal = build_prototype(proto)
         rng = np.random.default_rng([spec.seed, spec.index, 0])
         start = _perturbed(ideal, rng, rattle=settings.rattle, strain=settings.strain)
-        chgnet_version = _chgnet_version()
-        return [_task_group(spec, fidelity, ideal, start, settings, chgnet_version) for fidelity in spec.groups]
+        versions = _versions(settings.labeller)
+        return [_task_group(spec, fidelity, ideal, start, settings, versions) for fidelity in spec.groups]
+
+
+def _versions(labeller: str) -> dict[str, str]:
+    """Package versions of the relaxing model (``chgnet``) and the labeller's (by labeller name)."""
+    versions = {"chgnet": _chgnet_version()}
+    if labeller == "sevennet":
+        versions["sevennet"] = sevenn_version()
+    return versions
 
 
 def _worker_material_documents(spec: _MaterialSpec, settings: DemoSettings) -> list[dict[str, Any]]:
     """The Dask task: the worker process set up once for the potentials (one torch thread, kept), models cached."""
     potential_class().setup_worker()
+    if settings.labeller == "sevennet":
+        potential_class("SevenNet").filter_warnings()
     return _material_documents(spec, settings)
 
 
@@ -470,15 +597,41 @@ def _choose_materials(n_materials: int, seed: int, fidelities: Sequence[str], se
         g = [proto.low_fidelity] if proto.low_fidelity in wanted else []
         g += ["r2SCAN"] if "r2SCAN" in wanted else []
         groups.append(g)
-    # a few materials keep only one fidelity group (never the first two)
-    two = [i for i, g in enumerate(groups) if len(g) == 2 and i >= 2]
+    # elemental phases of the chosen materials' elements, at GGA (never GGA+U) and r2SCAN
+    elemental_groups = [f for f in ("GGA", "r2SCAN") if f in wanted]
+    elements = sorted({el for p in chosen for el in p.elements}, key=_atomic_number)
+    phases = [ELEMENTAL_PHASES[el] for el in elements] if settings.elemental_phases and elemental_groups else []
+    serving = {i for i, p in enumerate(chosen) if p in phases}  # a chosen material that is an elemental phase
+    for i in serving:
+        groups[i] = list(elemental_groups)
+    # a few materials keep only one fidelity group (never the first two, never an elemental reference)
+    two = [i for i, g in enumerate(groups) if len(g) == 2 and i >= 2 and i not in serving]
     n_single = min(int(n_materials * settings.single_fidelity_fraction), len(two))
     for i in sorted(rng.choice(two, size=n_single, replace=False).tolist()) if n_single else []:
         groups[i] = [groups[i][int(rng.integers(0, 2))]]
-    return [
+    specs = [
         _MaterialSpec(index=i + 1, material_id=f"demo-{i + 1:04d}", formula=p.formula, groups=tuple(g), seed=seed)
         for i, (p, g) in enumerate(zip(chosen, groups, strict=True))
     ]
+    for proto in phases:
+        if proto not in chosen:
+            element = proto.species[0]
+            specs.append(
+                _MaterialSpec(
+                    index=_ELEMENTAL_INDEX + _atomic_number(element),
+                    material_id=f"demo-el-{element}",
+                    formula=proto.formula,
+                    groups=tuple(elemental_groups),
+                    seed=seed,
+                )
+            )
+    return specs
+
+
+def _atomic_number(symbol: str) -> int:
+    from pymatgen.core import Element
+
+    return Element(symbol).Z
 
 
 def _dumps(document: dict[str, Any]) -> str:
@@ -496,10 +649,20 @@ def _header(n_materials: int, seed: int, fidelities: Sequence[str], settings: De
         "fidelities": list(fidelities),
         "settings": asdict(settings),
         "chgnet_version": _chgnet_version(),
-        "models": {fid: _MODEL_LABELS[_MODEL_NAMES[fid]] for fid in fidelities},
-        "label_source": "surrogate: CHGNet models shipped with the chgnet package, not DFT",
+        **({"sevenn_version": sevenn_version()} if settings.labeller == "sevennet" else {}),
+        "models": {fid: _MODEL_LABELS[LABEL_MODELS[settings.labeller][fid]] for fid in fidelities},
+        "label_models": {fid: LABEL_MODELS[settings.labeller][fid] for fid in fidelities},
+        "relax_models": {fid: _MODEL_NAMES[fid] for fid in fidelities},
+        "label_source": _HEADER_LABEL_SOURCES[settings.labeller],
         "units": "energy eV (total, uncorrected), forces eV/Å, stress GPa (tensile positive), magmoms μB",
     }
+
+
+_HEADER_LABEL_SOURCES = {
+    "sevennet": "surrogate: SevenNet-MF-0 (sevenn package; PBE modality for GGA/GGA+U, R2SCAN modality for r2SCAN),"
+    " not DFT; geometries from relaxations with the CHGNet models shipped with the chgnet package",
+    "chgnet": "surrogate: CHGNet models shipped with the chgnet package, not DFT",
+}
 
 
 def generate_demo_corpus(
@@ -520,10 +683,14 @@ def generate_demo_corpus(
     would get no group are not chosen.
     ``client``: a ``dask.distributed.Client``; one material per Dask task, models
     loaded once per worker process. The file is identical with and without Dask.
-    ``progress(done, total)`` is called as materials finish.
+    ``progress(done, total)`` is called as materials finish, relaxed and labelled (``total``: the
+    chosen materials plus the elemental phases added for their elements, ``settings.elemental_phases``).
+    ``settings.labeller``: ``"sevennet"`` (SevenNet-MF-0 single points) or ``"chgnet"`` (ValueError otherwise).
     The file is written to a temporary name and renamed, so it is either complete or absent.
     """
     settings = settings or DemoSettings()
+    if settings.labeller not in LABEL_MODELS:
+        raise ValueError(f"demo labeller must be one of {tuple(LABEL_MODELS)}, got {settings.labeller!r}")
     fidelities = tuple(dict.fromkeys(fidelities))
     unknown = [f for f in fidelities if f not in DEMO_FIDELITIES]
     if unknown or not fidelities:
@@ -571,12 +738,15 @@ def generate_demo_corpus(
 
 def _manifest(path: Path, header: dict[str, Any], documents: Iterable[dict[str, Any]]) -> DemoManifest:
     materials: set[str] = set()
+    elemental: set[str] = set()
     flaws: Counter[str] = Counter({kind: 0 for kind in FLAW_KINDS})
     by_fidelity: Counter[str] = Counter()
     n_documents = n_tasks = n_frames = n_refs = 0
     for document in documents:
         n_documents += 1
         materials.add(document["material_id"])
+        if len({int(z) for task in document["tasks"] for z in task["atomic_numbers"]}) == 1:
+            elemental.add(document["material_id"])
         n_refs += 1 if document.get("reference") else 0
         for task in document["tasks"]:
             n_tasks += 1
@@ -597,6 +767,8 @@ def _manifest(path: Path, header: dict[str, Any], documents: Iterable[dict[str, 
         format_version=int(header["format_version"]),
         fidelities=tuple(header["fidelities"]),
         settings=dict(header["settings"]),
+        n_elemental=len(elemental),
+        label_models=dict(header.get("label_models") or {fid: _MODEL_NAMES[fid] for fid in header["fidelities"]}),
     )
 
 

@@ -2,13 +2,20 @@
 
 File format
     A gzip JSON-lines file. Line 1 is a header (``"kind": "header"``: format version,
-    seed, settings, chgnet version). Every further line is one *task group*: one
-    material at one fidelity group (GGA-or-GGA+U, or r2SCAN) with its tasks, frames,
-    reference entry and the flaws injected into it (``"flaws"``). The labels come
-    from a surrogate model (CHGNet), not from DFT; every task says so.
+    seed, settings, package versions, the labelling model of each fidelity). Every further
+    line is one *task group*: one material at one fidelity group (GGA-or-GGA+U, or r2SCAN)
+    with its tasks, frames, reference entry and the flaws injected into it (``"flaws"``).
+    The labels come from a surrogate model, not from DFT; every task says so (``code``,
+    ``run_type``, ``input_parameters["label_source"]`` and ``["label_model"]``).
+
+Versions
+    1: CHGNet labels (magmoms on every frame). 2 (written now): labels from the
+    generator's ``labeller`` (SevenNet-MF-0 by default, whose frames have no magmoms),
+    ``label_model`` / ``relax_model`` in input parameters and provenance. Both are read
+    (the same fields); a new version keeps an older cached corpus from being reused.
 
 Units (as :mod:`crossfid.ingest.records`): energies eV total (uncorrected), forces
-eV/Å, stress GPa tensile-positive (ASE/CHGNet), magmoms μB.
+eV/Å, stress GPa tensile-positive (ASE/CHGNet), magmoms μB (absent when the model predicts none).
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ from crossfid.ingest.sourceio import (
 )
 
 FORMAT = "crossfid-demo"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this reader accepts
+READABLE_VERSIONS = (1, 2)
 
 
 def _array(value: Any, dtype=float) -> np.ndarray | None:
@@ -41,9 +50,9 @@ def _array(value: Any, dtype=float) -> np.ndarray | None:
 
 def document_to_bundle(document: dict[str, Any], location: str) -> Bundle:
     """Canonical records of one task-group document (raises KeyError/TypeError/ValueError when malformed)."""
-    if document.get("format") != FORMAT or document.get("format_version") != FORMAT_VERSION:
+    if document.get("format") != FORMAT or document.get("format_version") not in READABLE_VERSIONS:
         raise ValueError(
-            f"not a {FORMAT} v{FORMAT_VERSION} document "
+            f"not a {FORMAT} document of version {', '.join(map(str, READABLE_VERSIONS))} "
             f"(format {document.get('format')!r}, version {document.get('format_version')!r})"
         )
     if document.get("kind") != "task_group":
@@ -122,7 +131,7 @@ def _line_record(line_bytes: bytes, where: str, limits: Limits | None = None) ->
         if not isinstance(document, dict):
             raise ValueError(f"a JSON object was expected, got {type(document).__name__}")
         if document.get("kind") == "header":
-            if document.get("format") != FORMAT or document.get("format_version") != FORMAT_VERSION:
+            if document.get("format") != FORMAT or document.get("format_version") not in READABLE_VERSIONS:
                 raise ValueError(f"unsupported header {document.get('format')!r} v{document.get('format_version')!r}")
             return None
         return document_to_bundle(document, f"{where}#{document.get('material_id')}/{document.get('fidelity')}")

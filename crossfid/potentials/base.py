@@ -1,9 +1,13 @@
 """What crossfid needs from an interatomic potential, independent of the model family.
 
-A family (CHGNet today) implements :class:`Potential` and registers a loader with
-:func:`register_family`; callers get models only through :func:`load_potential`, which
-loads each :class:`ModelSpec` once per process (Dask workers included) and checks a
-weights file against its sha256 before loading it.
+A family implements :class:`Potential` and registers a loader with :func:`register_family`;
+callers get models only through :func:`load_potential`, which loads each :class:`ModelSpec`
+once per process (Dask workers included); every family checks a weights file against its
+sha256 before loading it. Built-in families (:data:`_BUILTIN`): ``CHGNet``
+(:mod:`crossfid.potentials.chgnet`, the models crossfid fine-tunes), ``ASE`` (any ASE
+calculator, :mod:`crossfid.potentials.ase_calculator`) and ``SevenNet``
+(:mod:`crossfid.potentials.sevennet`, peers built on the ASE family). Peers are benchmarked,
+never fine-tuned: their training-only methods raise :class:`crossfid.errors.InputError`.
 
 Units everywhere: energies eV (per atom where named so), forces eV/Å, stresses GPa
 (3×3, tensile positive, ASE sign), magnetic moments μB, lengths Å.
@@ -12,6 +16,7 @@ Units everywhere: energies eV (per atom where named so), forces eV/Å, stresses 
 from __future__ import annotations
 
 import importlib
+import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -31,8 +36,11 @@ class ModelSpec:
     """Enough to load a model anywhere (picklable, small, hashable: the cache key).
 
     ``kind`` ``"package"``: a model shipped with the family's package, by crossfid name
-    (e.g. ``chgnet-0.3.0``); ``"trained"``: a weights file at ``path`` (readable at the
-    same path on every worker) whose SHA-256 must equal ``sha256``.
+    (e.g. ``chgnet-0.3.0``, ``sevennet-0``); ``"trained"``: a weights file at ``path`` (readable
+    at the same path on every worker) whose SHA-256 must equal ``sha256``; ``"calculator"``
+    (family ``ASE``): the ASE calculator ``factory(*[path], **options)``, ``factory`` a
+    ``module:callable`` text, ``options`` keyword arguments as sorted ``(name, JSON text)``
+    pairs (:func:`encode_options`), ``path`` an optional weights file checked against ``sha256``.
     """
 
     name: str
@@ -40,6 +48,19 @@ class ModelSpec:
     path: str | None = None
     sha256: str | None = None
     family: str = DEFAULT_FAMILY
+    factory: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option_values(self) -> dict[str, Any]:
+        """:attr:`options` decoded: keyword name → value."""
+        return {key: json.loads(text) for key, text in self.options}
+
+
+def encode_options(options: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """Keyword arguments as :attr:`ModelSpec.options`: sorted ``(name, JSON text)`` pairs (hashable, canonical)."""
+    return tuple(
+        sorted((str(k), json.dumps(v, sort_keys=True, separators=(",", ":"))) for k, v in (options or {}).items())
+    )
 
 
 @dataclass(frozen=True)
@@ -49,7 +70,7 @@ class Prediction:
     energy: float  # eV/atom
     forces: np.ndarray  # (n_atoms, 3) eV/Å
     stress: np.ndarray  # (3, 3) GPa, tensile positive
-    magmoms: np.ndarray  # (n_atoms,) μB
+    magmoms: np.ndarray  # (n_atoms,) μB; NaN when the model predicts none
 
 
 @dataclass(frozen=True)
@@ -58,8 +79,9 @@ class Relaxation:
 
     ``energies`` total eV (n_steps_recorded,); ``cells`` (…, 3, 3) Å with lattice vectors as
     rows; ``positions`` (…, n_atoms, 3) Cartesian Å; ``forces`` (…, n_atoms, 3) eV/Å;
-    ``stresses`` (…, 3, 3) GPa; ``magmoms`` (…, n_atoms) μB. ``final_structure``: a pymatgen
-    Structure with a ``magmom`` site property. ``n_steps``: optimiser steps taken.
+    ``stresses`` (…, 3, 3) GPa; ``magmoms`` (…, n_atoms) μB, NaN for a model that predicts
+    none. ``final_structure``: a pymatgen Structure, with a ``magmom`` site property when the
+    model predicts magnetic moments. ``n_steps``: optimiser steps taken.
     ``optimised_forces``: the forces of the degrees of freedom the optimiser moved (with a
     cell filter, positions and the virial per atom), eV/Å, for its convergence criterion.
     """
@@ -126,8 +148,8 @@ class Potential(ABC):
         """The model parameters that hold the AtomRef (to freeze or train them)."""
 
     @abstractmethod
-    def n_parameters(self) -> int:
-        """Number of model parameters."""
+    def n_parameters(self) -> int | None:
+        """Number of model parameters (None when the model does not say, e.g. a generic ASE calculator)."""
 
     @abstractmethod
     def copy(self) -> Potential:
@@ -156,7 +178,11 @@ class Potential(ABC):
 #: family → loader of a ModelSpec, and the class (its per-process hooks)
 _FAMILIES: dict[str, tuple[Callable[[ModelSpec], Potential], Callable[[], type[Potential]]]] = {}
 #: the families that ship with crossfid: imported (and so registered) on first use
-_BUILTIN = {"CHGNet": "crossfid.potentials.chgnet"}
+_BUILTIN = {
+    "CHGNet": "crossfid.potentials.chgnet",
+    "ASE": "crossfid.potentials.ase_calculator",
+    "SevenNet": "crossfid.potentials.sevennet",
+}
 _CACHE: dict[ModelSpec, Potential] = {}
 _LOCK = threading.Lock()
 

@@ -4,6 +4,15 @@
 rutile, perovskite, ReO3, corundum, wurtzite, bcc/fcc metals) with approximate
 experimental lattice parameters (Å); :func:`build_prototype` builds any
 :class:`Prototype`. Used by the demo corpus generator, the density benchmark and perf/.
+
+:data:`ELEMENTAL_PHASES` holds, for every element of the catalogue (and H, C, Se, Br, I),
+a small stand-in for its ground-state elemental phase as the Materials Project uses it
+for formation energies and hulls: the catalogue's own metal/semiconductor entry when
+there is one, else fcc/bcc/hcp metals, diamond α-Sn, graphite C, A7 As, α-Ga, black P,
+trigonal Se. Approximations (each recorded in :attr:`Prototype.note`): MP's molecular
+solids (H2, N2, O2, F2, Cl2, Br2, I2) are one dimer in a 10 Å cubic box, relaxed at
+fixed cell (:attr:`Prototype.molecular`); α-S (128 atoms) is one S8 crown ring in a
+10 Å box; α-Mn (58 atoms) is fcc Mn.
 """
 
 from __future__ import annotations
@@ -35,6 +44,12 @@ class Prototype:
     prototype: str
     species: tuple[str, ...]
     params: tuple[float, ...]
+    note: str = ""  # how it approximates the real phase, when it does
+
+    @property
+    def molecular(self) -> bool:
+        """One molecule in a box of vacuum: relaxed at fixed cell."""
+        return self.prototype in ("dimer", "S8-ring")
 
     @property
     def elements(self) -> frozenset[str]:
@@ -122,6 +137,63 @@ CATALOGUE: tuple[Prototype, ...] = (
 )
 BY_FORMULA: dict[str, Prototype] = {proto.formula: proto for proto in CATALOGUE}
 
+#: side (Å) of the cubic box holding one molecule of a molecular elemental phase
+MOLECULE_BOX = 10.0
+_BOX_NOTE = "MP's reference is the molecular solid; the demo's approximation is one {} molecule in a 10 Å cubic box"
+
+
+def _element(symbol: str, prototype: str, *params: float, note: str = "") -> Prototype:
+    species = (symbol, symbol) if prototype == "diamond" else (symbol,)
+    return Prototype(_reduced_formula(symbol), prototype, species, tuple(params), note)
+
+
+def _reduced_formula(symbol: str) -> str:
+    """pymatgen's reduced formula of the element (``"O2"`` for O, ``"Br"`` for Br)."""
+    from pymatgen.core import Composition
+
+    return Composition(symbol).reduced_formula
+
+
+def _dimer(symbol: str, bond: float) -> Prototype:
+    return _element(symbol, "dimer", MOLECULE_BOX, bond, note=_BOX_NOTE.format(f"{symbol}2"))
+
+
+#: element symbol → its ground-state elemental phase (approximate experimental parameters, Å; see the module doc)
+ELEMENTAL_PHASES: dict[str, Prototype] = {
+    proto.species[0]: proto for proto in CATALOGUE if len(proto.elements) == 1
+} | {
+    proto.species[0]: proto
+    for proto in (
+        _dimer("H", 0.74),
+        _element("C", "graphite", 2.46, 6.71),
+        _dimer("N", 1.10),
+        _dimer("O", 1.21),
+        _dimer("F", 1.42),
+        _element("Mg", "hcp", 3.21, 5.21),
+        _element("P", "A17", 3.314, 10.48, 4.376, 0.10168, 0.08056, note="black phosphorus (Cmce)"),
+        _element("S", "S8-ring", MOLECULE_BOX, 2.05, 108.0, note=_BOX_NOTE.format("S8 (crown ring)")),
+        _dimer("Cl", 1.99),
+        _element("K", "bcc", 5.23),
+        _element("Ca", "fcc", 5.58),
+        _element("Ti", "hcp", 2.95, 4.68),
+        _element("V", "bcc", 3.03),
+        _element("Cr", "bcc", 2.88),
+        _element("Mn", "fcc", 3.63, note="MP's ground state is α-Mn (58 atoms); the demo's approximation is fcc Mn"),
+        _element("Co", "hcp", 2.51, 4.07),
+        _element("Zn", "hcp", 2.66, 4.95),
+        _element("Ga", "A11", 4.52, 7.66, 4.53, 0.1549, 0.0810, note="α-Ga (Cmce)"),
+        _element("As", "A7", 3.76, 10.55, 0.227, note="grey arsenic (R-3m)"),
+        _element("Se", "A8", 4.366, 4.954, 0.2254, note="trigonal Se chains (P3_121)"),
+        _dimer("Br", 2.28),
+        _element("Sr", "fcc", 6.08),
+        _element("Zr", "hcp", 3.23, 5.15),
+        _element("Sn", "diamond", 6.49, note="α-Sn (diamond), MP's ground state at GGA"),
+        _dimer("I", 2.67),
+        _element("Ba", "bcc", 5.02),
+        _element("Ce", "fcc", 5.16),
+    )
+}
+
 
 _FCC_TRANSLATIONS = ((0.0, 0.0, 0.0), (0.0, 0.5, 0.5), (0.5, 0.0, 0.5), (0.5, 0.5, 0.0))
 
@@ -134,6 +206,14 @@ def _face_centred(a: float, species: Sequence[str], basis: Sequence[Sequence[flo
     return Structure(Lattice.cubic(a), [el for el, _ in sites], [xyz for _, xyz in sites])
 
 
+def _s8_ring(box: float, bond: float, angle: float) -> np.ndarray:
+    """Cartesian coordinates (Å) of an S8 crown ring (D4d) centred in the box: bond length, bond angle (°)."""
+    radius = 2 * bond * np.sin(np.radians(angle) / 2) / np.sqrt(2)  # second neighbours are 90° apart
+    height = np.sqrt(bond**2 - (2 * radius * np.sin(np.pi / 8)) ** 2)
+    phi = np.arange(8) * np.pi / 4
+    return np.column_stack([radius * np.cos(phi), radius * np.sin(phi), height / 2 * (-1.0) ** np.arange(8)]) + box / 2
+
+
 def build_prototype(proto: Prototype):
     """The ideal (unperturbed) pymatgen ``Structure`` of a catalogue entry (≤ 12 atoms)."""
     from pymatgen.core import Lattice, Structure
@@ -141,7 +221,7 @@ def build_prototype(proto: Prototype):
     kind, sp, prm = proto.prototype, list(proto.species), proto.params
     if kind == "rocksalt":
         s = _face_centred(prm[0], sp, [[0, 0, 0], [0.5, 0.5, 0.5]])
-    elif kind == "zincblende":
+    elif kind in ("zincblende", "diamond"):
         s = Structure.from_spacegroup("F-43m", Lattice.cubic(prm[0]), sp, [[0, 0, 0], [0.25, 0.25, 0.25]])
     elif kind in ("fluorite", "antifluorite"):
         s = _face_centred(prm[0], sp[:1] + sp[1:] * 2, [[0, 0, 0], [0.25, 0.25, 0.25], [0.75, 0.75, 0.75]])
@@ -163,6 +243,28 @@ def build_prototype(proto: Prototype):
     elif kind == "wurtzite":
         a, c, u = prm
         s = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(a, c), sp, [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, u]])
+    elif kind == "hcp":
+        a, c = prm
+        s = Structure.from_spacegroup("P6_3/mmc", Lattice.hexagonal(a, c), sp, [[1 / 3, 2 / 3, 0.25]])
+    elif kind == "graphite":
+        a, c = prm
+        s = Structure.from_spacegroup("P6_3/mmc", Lattice.hexagonal(a, c), sp * 2, [[0, 0, 0.25], [1 / 3, 2 / 3, 0.25]])
+    elif kind in ("A11", "A17"):  # α-Ga, black P: Cmce, 8f (0, y, z)
+        a, b, c, y, z = prm
+        s = Structure.from_spacegroup("Cmce", Lattice.orthorhombic(a, b, c), sp, [[0, y, z]]).get_primitive_structure()
+    elif kind == "A7":  # grey As: R-3m, 6c (0, 0, z)
+        a, c, z = prm
+        s = Structure.from_spacegroup("R-3m", Lattice.hexagonal(a, c), sp, [[0, 0, z]]).get_primitive_structure()
+    elif kind == "A8":  # trigonal Se: P3_121, 3a (x, 0, 1/3)
+        a, c, x = prm
+        s = Structure.from_spacegroup("P3_121", Lattice.hexagonal(a, c), sp, [[x, 0, 1 / 3]])
+    elif kind == "dimer":
+        box, bond = prm
+        centre = np.full(3, box / 2)
+        s = Structure(Lattice.cubic(box), sp * 2, [centre, centre + [bond, 0, 0]], coords_are_cartesian=True)
+    elif kind == "S8-ring":
+        box, bond, angle = prm
+        s = Structure(Lattice.cubic(box), sp * 8, _s8_ring(box, bond, angle), coords_are_cartesian=True)
     else:  # pragma: no cover - catalogue typo
         raise ValueError(f"unknown prototype {kind!r}")
     s = s.get_sorted_structure()

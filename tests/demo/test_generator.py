@@ -1,4 +1,4 @@
-"""The demo source: a seeded multi-fidelity corpus labelled by the CHGNet models shipped with chgnet."""
+"""The demo source: a seeded multi-fidelity corpus relaxed by CHGNet and labelled by SevenNet-MF-0 (or CHGNet)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from crossfid.demo.generator import (
 )
 from crossfid.ingest.demo import FORMAT_VERSION, read_demo_corpus
 from crossfid.ingest.records import Bundle, Refusal, validate_bundle
-from crossfid.potentials.base import load_potential
-from crossfid.structures.prototypes import CATALOGUE, MP_HUBBARD_U, build_prototype
+from crossfid.potentials.base import ModelSpec, load_potential
+from crossfid.potentials.sevennet import sevenn_version
+from crossfid.structures.prototypes import CATALOGUE, ELEMENTAL_PHASES, MOLECULE_BOX, MP_HUBBARD_U, build_prototype
 from crossfid.vocabulary import FIDELITY_NAMES
 
 #: high flaw rates so that a 4-material corpus contains every kind of flaw
@@ -46,7 +47,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> demo.DemoManifest:
     manifest = generate_demo_corpus(
         path, n_materials=N_MATERIALS, seed=SEED, settings=SETTINGS, progress=lambda d, t: calls.append((d, t))
     )
-    assert calls[0] == (0, N_MATERIALS) and calls[-1] == (N_MATERIALS, N_MATERIALS)
+    # the chosen materials and the elemental phases added for their elements
+    total = manifest.n_materials
+    assert total > N_MATERIALS and calls[0] == (0, total) and calls[-1] == (total, total)
     return manifest
 
 
@@ -84,6 +87,61 @@ def test_catalogue_prototypes_are_small_and_follow_the_u_rule() -> None:
     assert {p.formula for p in CATALOGUE if p.elements & set(MP_HUBBARD_U) and not p.hubbards} >= {"Fe", "Ni", "MnS"}
 
 
+def test_elemental_phases_cover_the_catalogue_and_are_small() -> None:
+    from pymatgen.core import Composition
+
+    assert {el for p in CATALOGUE for el in p.elements} <= set(ELEMENTAL_PHASES)
+    for element, proto in ELEMENTAL_PHASES.items():
+        structure = build_prototype(proto)
+        assert 1 <= len(structure) <= 12, proto
+        assert {site.specie.symbol for site in structure} == {element}
+        assert structure.composition.reduced_formula == proto.formula == Composition(element).reduced_formula
+        assert proto.hubbards is None and proto.low_fidelity == "GGA"  # elements are never GGA+U (MP)
+        distances = structure.distance_matrix + np.eye(len(structure)) * 1e3
+        if proto.molecular:  # one molecule in a 10 Å box: bonded inside, ≥ 6 Å from its images
+            assert structure.lattice.abc == pytest.approx((MOLECULE_BOX,) * 3) and proto.note
+            assert 0.7 <= distances.min() <= 2.7
+            assert np.ptp(structure.cart_coords, axis=0).max() <= MOLECULE_BOX - 5.0
+        elif len(structure) > 1:  # no overlapping atoms
+            assert distances.min() > 1.3
+    # molecular solids as dimers, α-S as an S8 ring; catalogue elements keep their catalogue entry
+    assert {el for el, p in ELEMENTAL_PHASES.items() if p.prototype == "dimer"} == {"H", "N", "O", "F", "Cl", "Br", "I"}
+    assert ELEMENTAL_PHASES["S"].molecular and len(build_prototype(ELEMENTAL_PHASES["S"])) == 8
+    assert all(ELEMENTAL_PHASES[p.formula] is p for p in CATALOGUE if len(p.elements) == 1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_element_gets_one_elemental_phase_at_gga_and_r2scan(seed: int) -> None:
+    from pymatgen.core import Composition
+
+    specs = demo._choose_materials(24, seed, demo.DEMO_FIDELITIES, DemoSettings())
+    compounds = [s for s in specs if not s.material_id.startswith("demo-el-")]
+    assert [s.material_id for s in compounds] == [f"demo-{i:04d}" for i in range(1, 25)]
+    elements = {el.symbol for s in compounds for el in Composition(s.formula).elements}
+    elemental = {}
+    for spec in specs:
+        if len(Composition(spec.formula).elements) == 1:
+            element = Composition(spec.formula).elements[0].symbol
+            assert element not in elemental  # one phase per element, never a duplicate material
+            elemental[element] = spec
+    assert set(elemental) == elements
+    for element, spec in elemental.items():
+        assert spec.formula == ELEMENTAL_PHASES[element].formula
+        assert spec.groups == ("GGA", "r2SCAN")  # never thinned to one fidelity, never GGA+U
+        assert spec.material_id in (f"demo-el-{element}", *(s.material_id for s in compounds))
+    # the catalogue's own elemental materials serve as references: no second material of the same phase
+    assert not {s.material_id for s in specs} & {f"demo-el-{s.formula}" for s in compounds}
+    assert len({s.index for s in specs}) == len(specs)
+    # only the requested fidelities; none without the setting
+    r2scan_only = demo._choose_materials(24, seed, ("r2SCAN",), DemoSettings())
+    assert {s.groups for s in r2scan_only if s.material_id.startswith("demo-el-")} == {("r2SCAN",)}
+    assert demo._choose_materials(24, seed, ("GGA+U",), DemoSettings()) == demo._choose_materials(
+        24, seed, ("GGA+U",), DemoSettings(elemental_phases=False)
+    )
+    without = demo._choose_materials(24, seed, demo.DEMO_FIDELITIES, DemoSettings(elemental_phases=False))
+    assert [s.material_id for s in without] == [s.material_id for s in compounds]
+
+
 def test_default_corpus_path(tmp_path: Path) -> None:
     path = default_corpus_path(tmp_path, 24, 0)
     assert path.parent == tmp_path / "demo"
@@ -96,6 +154,8 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         generate_demo_corpus(tmp_path / "x.jsonl.gz", n_materials=1, fidelities=("HSE06",))
     with pytest.raises(ValueError, match="n_materials"):
         generate_demo_corpus(tmp_path / "x.jsonl.gz", n_materials=len(CATALOGUE) + 1)
+    with pytest.raises(ValueError, match="labeller"):
+        generate_demo_corpus(tmp_path / "x.jsonl.gz", n_materials=1, settings=DemoSettings(labeller="mace"))
     assert not (tmp_path / "x.jsonl.gz").exists()
 
 
@@ -118,10 +178,17 @@ def test_header_and_manifest(corpus: demo.DemoManifest) -> None:
     lines = _lines(corpus.path)
     header = json.loads(lines[0])
     assert header["kind"] == "header" and header["seed"] == SEED and header["format_version"] == FORMAT_VERSION
-    assert header["chgnet_version"] == corpus.chgnet_version
+    assert header["chgnet_version"] == corpus.chgnet_version and header["sevenn_version"] == sevenn_version()
+    label_models = {"GGA": "sevennet-mf-0-pbe", "GGA+U": "sevennet-mf-0-pbe", "r2SCAN": "sevennet-mf-0-r2scan"}
+    assert header["label_models"] == corpus.label_models == label_models
+    assert header["relax_models"] == {"GGA": "chgnet-0.3.0", "GGA+U": "chgnet-0.3.0", "r2SCAN": "chgnet-r2scan"}
+    assert header["settings"]["labeller"] == "sevennet" and "SevenNet-MF-0" in header["label_source"]
     assert "timestamp" not in lines[0] and "created" not in lines[0]
     assert corpus.n_documents == len(lines) - 1
-    assert corpus.n_materials == N_MATERIALS
+    added = {json.loads(line)["material_id"] for line in lines[1:]} - {f"demo-{i:04d}" for i in range(1, 5)}
+    assert added and all(m.startswith("demo-el-") for m in added)
+    assert corpus.n_materials == N_MATERIALS + len(added) and corpus.n_elemental >= len(added)
+    assert header["settings"]["elemental_phases"] is True
     assert corpus.seconds is not None and corpus.seconds > 0
     reread = load_demo_manifest(corpus.path)
     assert dataclasses.replace(reread, seconds=corpus.seconds) == corpus
@@ -157,15 +224,20 @@ def test_bundles_are_valid_records(corpus: demo.DemoManifest, bundles: list[Bund
         assert bundle.location.startswith(f"{corpus.path.name}:line ")
         assert bundle.raw is not None and bundle.raw.format == "json"
         assert json.loads(bundle.raw.content)["material_id"] == bundle.material.external_id
+        document = json.loads(bundle.raw.content)
         for task in bundle.tasks:
-            assert task.code == "CHGNet-surrogate" and task.code_version == corpus.chgnet_version
-            assert "surrogate" in task.run_type
-            assert "not DFT" in task.input_parameters["label_source"]
+            assert task.code == "SevenNet-surrogate" and task.code_version == sevenn_version()
+            assert "SevenNet-MF-0 surrogate" in task.run_type
+            params = task.input_parameters
+            assert "not DFT" in params["label_source"] and "SevenNet-MF-0" in params["label_source"]
+            label_model = corpus.label_models[task.fidelity]
+            assert params["label_model"] == document["provenance"]["label_model"] == label_model
+            assert params["relax_model"] == ("chgnet-r2scan" if task.fidelity == "r2SCAN" else "chgnet-0.3.0")
             assert task.completed_at is None
             assert [f.ionic_step for f in task.frames] == list(range(len(task.frames)))
             for frame in task.frames:
                 assert frame.energy is not None and frame.stress.shape == (3, 3)
-                assert frame.magmoms.shape == (frame.n_atoms,)
+                assert frame.magmoms is None  # SevenNet predicts no magnetic moments
                 nelm = task.input_parameters["NELM"]
                 assert 0 < frame.n_electronic_steps <= nelm
                 assert frame.scf_converged == (frame.n_electronic_steps < nelm)
@@ -184,6 +256,48 @@ def test_both_fidelities_present_on_shared_materials(bundles: list[Bundle]) -> N
     assert all(len(f & {"GGA", "GGA+U"}) <= 1 for f in fidelities.values())
 
 
+def test_elemental_reference_at_both_fidelities_for_every_element(
+    corpus: demo.DemoManifest, bundles: list[Bundle]
+) -> None:
+    """Every element of the corpus's compounds has its ground-state phase as a relaxed reference at GGA and r2SCAN."""
+    from pymatgen.core import Structure
+
+    compounds = [b for b in bundles if len(b.material.elements) > 1]
+    elements = {el for b in compounds for el in b.material.elements}
+    references: dict[tuple[str, str], list] = {}
+    for bundle in bundles:
+        if len(bundle.material.elements) == 1:
+            (element,) = bundle.material.elements
+            (entry,) = bundle.references
+            references.setdefault((element, entry.fidelity), []).append((bundle, entry))
+    assert set(references) == {(el, fidelity) for el in elements for fidelity in ("GGA", "r2SCAN")}
+    for (element, fidelity), found in references.items():
+        ((bundle, entry),) = found  # one material per element and fidelity
+        proto = ELEMENTAL_PHASES[element]
+        assert bundle.material.external_id == f"demo-el-{element}"
+        relaxed = Structure.from_dict(entry.structure)
+        assert relaxed.composition.reduced_formula == proto.formula and entry.n_atoms == len(relaxed)
+        assert np.isfinite(entry.energy_per_atom) and entry.entry_id == f"demo-el-{element}-{fidelity.lower()}"
+        (relax,) = [t for t in bundle.tasks if t.external_id == entry.task_external_id]
+        assert all("surrogate" in t.run_type and t.hubbards is None for t in bundle.tasks)
+        document = json.loads(bundle.raw.content)
+        phase = document["provenance"]["elemental_phase"]
+        assert phase == {
+            "element": element,
+            "prototype": proto.prototype,
+            "relax_cell": not proto.molecular,
+            "approximation": proto.note or None,
+        }
+        if proto.molecular:  # a molecule in a box is relaxed at fixed cell, and stays one bonded molecule
+            squeezed = {f["ionic_step"] for f in document["flaws"] if f["kind"] == "high_energy"}
+            kept = [f for f in relax.frames if f.ionic_step not in squeezed]
+            assert relax.input_parameters["ISIF"] == 2 and "fixed cell" in relax.input_parameters["optimizer"]
+            assert all(np.array_equal(f.lattice, relax.frames[-1].lattice) for f in kept)
+        if proto.prototype == "dimer":
+            assert relaxed.get_distance(0, 1) == pytest.approx(proto.params[1], rel=0.2)
+    assert {("O", "GGA"), ("F", "r2SCAN")} <= set(references)  # this corpus has the gas references
+
+
 def test_hubbards_exactly_for_u_materials(bundles: list[Bundle]) -> None:
     from crossfid.ingest.fidelity import classify_incar
 
@@ -199,7 +313,7 @@ def test_hubbards_exactly_for_u_materials(bundles: list[Bundle]) -> None:
                 assert dict(zip(params["species"], params["LDAUU"], strict=True)) == {
                     el: expected.get(el, 0.0) for el in params["species"]
                 }
-                assert task.run_type == "PBE+U (CHGNet surrogate)"
+                assert task.run_type == "PBE+U (SevenNet-MF-0 surrogate)"
             else:
                 assert task.hubbards is None and params["LDAU"] is False
                 assert task.fidelity == "r2SCAN" or not u_material
@@ -262,6 +376,9 @@ def test_high_energy_frames_are_compressed(bundles: list[Bundle]) -> None:
                 (task,) = [t for t in bundle.tasks if t.external_id == flaw["task_id"]]
                 frame = task.frames[flaw["ionic_step"]]
                 assert abs(np.linalg.det(frame.lattice)) < abs(np.linalg.det(task.frames[-1].lattice))
+                elements = bundle.material.elements
+                if len(elements) == 1 and ELEMENTAL_PHASES[elements[0]].molecular:
+                    continue  # a squeezed molecule in a box of vacuum: high energy, small stress
                 assert np.trace(frame.stress) < -30  # strongly compressed: large negative (compressive) stress
                 seen += 1
     assert seen
@@ -292,22 +409,87 @@ def test_stress_sign_and_units_of_relaxation_frames() -> None:
     assert np.trace(predict_frame(potential, stretched)["stress"]) > 0
 
 
-def test_stored_energies_are_reproduced_by_the_model(bundles: list[Bundle]) -> None:
-    checked = set()
-    for bundle in bundles:
-        entry = _reference(bundle)
-        if entry.fidelity in checked:
-            continue
-        (relax,) = [t for t in bundle.tasks if t.external_id == entry.task_external_id]
-        model = load_potential("chgnet-r2scan" if entry.fidelity == "r2SCAN" else "chgnet-0.3.0").model
-        for frame in (relax.frames[0], relax.frames[-1]):
-            prediction = model.predict_structure(frame.to_structure(), task="efsm")
-            assert float(prediction["e"]) == pytest.approx(frame.energy_per_atom, abs=1e-4)
-            if frame.forces is not None:
-                assert np.allclose(prediction["f"], frame.forces, atol=1e-3)
-            assert np.allclose(prediction["s"], frame.stress, atol=1e-2)
-        checked.add(entry.fidelity)
+def _sevennet_labels(name: str, structure) -> tuple[float, np.ndarray, np.ndarray]:
+    """SevenNet's own ASE calculator on the structure: total energy eV, forces eV/Å, stress 3×3 GPa."""
+    from ase import units
+    from ase.stress import voigt_6_to_full_3x3_stress
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = AseAtomsAdaptor().get_atoms(structure)
+    atoms.calc = load_potential(ModelSpec(name, family="SevenNet")).model  # the SevenNetCalculator itself
+    stress = voigt_6_to_full_3x3_stress(np.asarray(atoms.get_stress(), dtype=float)) / units.GPa
+    return float(atoms.get_potential_energy()), atoms.get_forces(), stress
+
+
+def test_labels_are_sevennet_mf_0_predictions_of_the_frame_structure(bundles: list[Bundle]) -> None:
+    """Every kind of frame (relaxation, static, high-energy, near-duplicate, shifted rerun) carries SevenNet-MF-0's
+    single point of its own structure: PBE modality for GGA/GGA+U, R2SCAN for r2SCAN, to 1e-6."""
+    import torch
+
+    checked: set[str] = set()
+    kinds: set[str] = set()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the generator
+    try:
+        for bundle in bundles:
+            document = json.loads(bundle.raw.content)
+            shifted = {f["task_id"]: f["shift_ev_per_atom"] for f in document["flaws"] if "shift_ev_per_atom" in f}
+            flawed = {(f["task_id"], f["ionic_step"]): f["kind"] for f in document["flaws"] if "ionic_step" in f}
+            for task in bundle.tasks:
+                name = task.input_parameters["label_model"]
+                assert name == ("sevennet-mf-0-r2scan" if task.fidelity == "r2SCAN" else "sevennet-mf-0-pbe")
+                for frame in task.frames:
+                    energy, forces, stress = _sevennet_labels(name, frame.to_structure())
+                    shift = shifted.get(task.external_id, 0.0) * frame.n_atoms
+                    assert frame.energy == pytest.approx(energy + shift, abs=1e-6)
+                    if frame.forces is not None:
+                        assert np.allclose(frame.forces, forces, atol=1e-6, rtol=0)
+                    assert np.allclose(frame.stress, stress, atol=1e-6, rtol=0)
+                    kinds.add(flawed.get((task.external_id, frame.ionic_step), task.task_type))
+                checked.add(task.fidelity)
+    finally:
+        torch.set_num_threads(before)
     assert checked == {"GGA", "GGA+U", "r2SCAN"}
+    assert kinds >= {"relax", "static", "high_energy", "near_duplicate", "missing_forces", "scf_unconverged"}
+
+
+def test_sevennet_labels_are_not_the_chgnet_labels(bundles: list[Bundle]) -> None:
+    """The labeller differs from the relaxing (and benchmarked) CHGNet models: their energies disagree."""
+    differences = []
+    for bundle in bundles[:4]:
+        entry = _reference(bundle)
+        (relax,) = [t for t in bundle.tasks if t.external_id == entry.task_external_id]
+        model = load_potential(relax.input_parameters["relax_model"]).model
+        frame = relax.frames[-1]
+        differences.append(
+            abs(float(model.predict_structure(frame.to_structure(), task="e")["e"]) - entry.energy_per_atom)
+        )
+    assert max(differences) > 1e-3  # eV/atom
+
+
+def test_chgnet_labeller_labels_with_the_relaxing_models(tmp_path: Path) -> None:
+    """``labeller="chgnet"``: the relaxations' own CHGNet labels (with magmoms), as the corpus was first made."""
+    settings = dataclasses.replace(
+        SETTINGS, labeller="chgnet", max_steps=3, elemental_phases=False, static_rate=1.0, flaws=FlawRates()
+    )
+    manifest = generate_demo_corpus(tmp_path / "chgnet.jsonl.gz", n_materials=1, seed=SEED, settings=settings)
+    header = json.loads(_lines(manifest.path)[0])
+    assert "sevenn_version" not in header and header["settings"]["labeller"] == "chgnet"
+    assert manifest.label_models == {f: header["relax_models"][f] for f in manifest.fidelities}
+    records = list(read_demo_corpus(manifest.path))
+    assert records and all(isinstance(r, Bundle) for r in records)
+    for bundle in records:
+        for task in bundle.tasks:
+            assert task.code == "CHGNet-surrogate" and task.code_version == manifest.chgnet_version
+            assert "(CHGNet surrogate)" in task.run_type
+            name = task.input_parameters["label_model"]
+            assert name == task.input_parameters["relax_model"] == manifest.label_models[task.fidelity]
+            model = load_potential(name).model
+            for frame in (task.frames[0], task.frames[-1]):
+                assert frame.magmoms is not None and frame.magmoms.shape == (frame.n_atoms,)
+                prediction = model.predict_structure(frame.to_structure(), task="efsm")
+                assert float(prediction["e"]) == pytest.approx(frame.energy_per_atom, abs=1e-4)
+                assert np.allclose(prediction["s"], frame.stress, atol=1e-2)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -356,6 +538,17 @@ def test_wrong_format_version_is_refused(corpus: demo.DemoManifest, tmp_path: Pa
     assert isinstance(refusal, Refusal) and "version" in refusal.reason
 
 
+def test_version_1_corpora_are_still_read(corpus: demo.DemoManifest, tmp_path: Path) -> None:
+    lines = _lines(corpus.path)[:3]
+    old = [json.loads(line) | {"format_version": 1} for line in lines]
+    path = tmp_path / "v1.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(document) + "\n" for document in old))
+    records = list(read_demo_corpus(path))
+    assert len(records) == 2 and all(isinstance(r, Bundle) for r in records)
+    assert load_demo_manifest(path).format_version == 1
+
+
 # --------------------------------------------------------------------------- Dask
 
 
@@ -377,7 +570,7 @@ def test_dask_gives_the_same_file(tmp_path: Path) -> None:
             client=client,
             progress=lambda d, t: calls.append((d, t)),
         )
-    assert calls[-1] == (3, 3)
+    assert calls[-1] == (distributed.n_materials,) * 2 and distributed.n_materials > 3
     assert distributed.path.read_bytes() == serial.path.read_bytes()
 
 
@@ -403,7 +596,18 @@ def test_corpus_ingests_whole_and_its_flaws_are_visible_in_sql(corpus: demo.Demo
         fidelities = set(conn.execute(text("SELECT DISTINCT fidelity FROM v_frames")).scalars())
     assert unconverged == corpus.flaws["scf_unconverged"]
     assert no_forces == corpus.flaws["missing_forces"]
-    assert codes == {"CHGNet-surrogate"}
+    assert codes == {"SevenNet-surrogate"}
     assert fidelities <= {"GGA", "GGA+U", "r2SCAN"} and "r2SCAN" in fidelities
+    # the elemental phases are reference entries with structures at GGA and r2SCAN, for every element
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT m.elements, r.fidelity, r.structure IS NOT NULL AS has_structure FROM reference_entries r "
+                "JOIN materials m ON m.id = r.material_id WHERE m.n_elements = 1"
+            )
+        ).all()
+        elements = set(conn.execute(text("SELECT DISTINCT unnest(elements) FROM materials")).scalars())
+    assert all(row.has_structure for row in rows)
+    assert {(row.elements[0], row.fidelity) for row in rows} == {(el, f) for el in elements for f in ("GGA", "r2SCAN")}
     again = ingest(engine, "demo", "demo", read_demo_corpus(corpus.path))
     assert (again.tasks_added, again.frames_added) == (0, 0)
