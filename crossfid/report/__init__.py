@@ -1,0 +1,1 @@
+"""The study's report: every table and figure of the cross-fidelity study, read from the database."""
