@@ -4,8 +4,11 @@ The study (``SCIENCE.md``, "Reported results") fits ``log10(MAE) = intercept +
 slope · log10(size)`` for training sizes above 1000 frames: energy slope −0.615
 from scratch (R² 0.994) vs −0.301 with transfer learning (R² 0.964); force −0.394
 vs −0.134. Extrapolated, scratch training catches up with transfer at ~720k frames
-(energy) and ~317k (force): :func:`crossover`. MAE units are whatever the input
-uses (meV/atom, meV/Å); sizes are frame counts.
+(energy) and ~317k (force): :func:`crossover`. A crossing is reported only within
+a plausible extrapolation of the fitted sizes (:func:`reported_crossover`,
+:data:`MAX_EXTRAPOLATION`, :data:`MAX_CROSSOVER_FRAMES`): lines fitted over
+40-160 frames that meet at 10^123 frames predict nothing. MAE units are whatever
+the input uses (meV/atom, meV/Å); sizes are frame counts.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ import numpy as np
 MIN_SIZE = 1000
 
 _PARALLEL = 1e-12
+
+#: a crossover is reported only up to this factor beyond the largest size either fit used: a power law fitted
+#: over a range is no evidence three decades beyond it (the study's ~720k frames is 3.8× its 190,560)
+MAX_EXTRAPOLATION = 1000.0
+#: and never beyond this many frames: ~10× the largest DFT training sets there are (OMat24, ~1.1e8 frames)
+MAX_CROSSOVER_FRAMES = 1e9
 
 
 @dataclass(frozen=True)
@@ -103,3 +112,44 @@ def crossover(a: ScalingFit, b: ScalingFit) -> float | None:
     size = 10.0**log_size
     first = min(min(a.sizes_used), min(b.sizes_used))
     return float(size) if size >= first else None
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """Where two fitted lines meet, and whether that is within the range a crossover is reported in.
+
+    ``size``: frames where the lines meet ahead of the data (:func:`crossover`; None: parallel or diverging);
+    ``limit``: the largest size reported, ``min(MAX_CROSSOVER_FRAMES, MAX_EXTRAPOLATION · largest fitted size)``.
+    """
+
+    size: float | None
+    limit: float
+
+    @property
+    def within_range(self) -> bool:
+        return self.size is not None and self.size <= self.limit
+
+    @property
+    def reported(self) -> float | None:
+        """The crossover size when within range, else None (frames)."""
+        return self.size if self.within_range else None
+
+    def describe(self) -> str:
+        """``lines cross at 720,000 frames`` or ``no crossover within range (≤ 160,000 frames)``."""
+        if self.within_range:
+            return f"lines cross at {self.size:,.0f} frames"
+        return f"no crossover within range (≤ {self.limit:,.0f} frames)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": self.reported, "limit": self.limit, "within_range": self.within_range}
+
+
+def crossover_limit(a: ScalingFit, b: ScalingFit) -> float:
+    """The largest crossover size reported for two fits, frames (see :data:`MAX_EXTRAPOLATION`)."""
+    largest = max(max(a.sizes_used), max(b.sizes_used))
+    return float(min(MAX_CROSSOVER_FRAMES, MAX_EXTRAPOLATION * largest))
+
+
+def reported_crossover(a: ScalingFit, b: ScalingFit) -> Crossover:
+    """:func:`crossover` of two fits with the range it is reported in (:func:`crossover_limit`)."""
+    return Crossover(crossover(a, b), crossover_limit(a, b))

@@ -4,14 +4,17 @@ For each method and size, the run that trained it is reused when one exists
 (same split, method, base model, size and hyperparameters, completed), otherwise
 it is trained. The best validation MAEs of the runs are fitted as
 ``log10(MAE) = intercept + slope · log10(size)`` over sizes above ``min_size``;
-with two or more methods, the sizes where their lines cross are extrapolated.
+with two or more methods, the sizes where their lines cross are extrapolated,
+within the range :func:`crossfid.benchmarks.scaling.reported_crossover` allows.
 The result is one ``benchmark_runs`` row per method (subject: the method) with
-the slope, intercept and R² of energy and force, and crossover metrics.
+the slope, intercept and R² of energy and force, and per other method the
+crossover (None when there is none within range) and the range's limit (frames).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +27,11 @@ from crossfid.db.models import SplitSubset, TrainingEpoch, TrainingRun
 from crossfid.errors import InputError
 from crossfid.hashing import benchmark_run_key, json_digest
 from crossfid.training.hyperparameters import Hyperparameters
-from crossfid.training.runs import TrainRequest, train_split
+from crossfid.training.runs import TrainRequest, run_training
+from crossfid.training.runs import start_run as start_training
 
 NAME = "scaling-law"
-VERSION = 1
+VERSION = 2  # 2: crossovers only within range, with their limit
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,12 @@ def scaling_points(
     *,
     base: str = "chgnet-0.3.0",
     device: str = "auto",
+    training: Callable[[str, int, int], AbstractContextManager] | None = None,
 ) -> list[ScalingPoint]:
-    """One point per (method, size): the completed run that trained it, trained now when there is none."""
+    """One point per (method, size): the completed run that trained it, trained now when there is none.
+
+    ``training(method, size, run_id)``: a context each new run trains in (e.g. one that reports its epochs).
+    """
     from crossfid.training.registry import resolve_model
 
     with Session(engine) as session, session.begin():
@@ -101,15 +109,20 @@ def scaling_points(
                 request = TrainRequest(
                     split=split_id, method=method, base=base, train_size=size, hyperparameters=hp, device=device
                 )
-                run_id = train_split(engine, request).run_id
+                run_id = start_training(engine, request)
+                with training(method, size, run_id) if training is not None else nullcontext():
+                    run_training(engine, run_id)
             with Session(engine) as session:
                 points.append(_point(session, session.get(TrainingRun, run_id)))
     return points
 
 
 def fit_and_store(engine: Engine, split: str | int, points: list[ScalingPoint], *, min_size: int) -> dict[str, Any]:
-    """Fit energy and force lines per method, store one benchmark run per method, return the fits and crossovers."""
-    from crossfid.benchmarks.scaling import crossover, fit_scaling_law
+    """Fit energy and force lines per method, store one benchmark run per method, return the fits and crossovers.
+
+    ``crossovers``: ``{(method a, method b, quantity): Crossover | None}`` (None: a method has no fit).
+    """
+    from crossfid.benchmarks.scaling import MAX_CROSSOVER_FRAMES, MAX_EXTRAPOLATION, fit_scaling_law, reported_crossover
 
     with Session(engine) as session:
         split_row = resolve_split(session, split)
@@ -132,11 +145,15 @@ def fit_and_store(engine: Engine, split: str | int, points: list[ScalingPoint], 
         for b in methods[i + 1 :]:
             for quantity in ("energy", "force"):
                 fa, fb = fits[a][quantity], fits[b][quantity]
-                crossings[(a, b, quantity)] = None if fa is None or fb is None else crossover(fa, fb)
+                crossings[(a, b, quantity)] = None if fa is None or fb is None else reported_crossover(fa, fb)
     for method in methods:
         data = {"split_id": split_id, "points": [p.__dict__ for p in points if p.method == method]}
         data_hash = json_digest({"split": split_hash, "points": data["points"]})
-        parameters = {"min_size": min_size}
+        parameters = {
+            "min_size": min_size,
+            "max_extrapolation": MAX_EXTRAPOLATION,
+            "max_crossover_frames": MAX_CROSSOVER_FRAMES,
+        }
         key = benchmark_run_key(NAME, VERSION, method, data_hash, parameters)
         run_id = start_run(
             engine,
@@ -158,10 +175,13 @@ def fit_and_store(engine: Engine, split: str | int, points: list[ScalingPoint], 
                 Metric(f"{quantity}_intercept", None if fit is None else fit.intercept, "log10", n),
                 Metric(f"{quantity}_r2", None if fit is None else fit.r2, "", n),
             ]
-        for (a, b, quantity), size in crossings.items():
+        for (a, b, quantity), cross in crossings.items():
             if method in (a, b):
                 other = b if method == a else a
-                metrics.append(Metric(f"{quantity}_crossover:{other}", size, "frames", 2))
+                metrics += [
+                    Metric(f"{quantity}_crossover:{other}", None if cross is None else cross.reported, "frames", 2),
+                    Metric(f"{quantity}_crossover_limit:{other}", None if cross is None else cross.limit, "frames", 2),
+                ]
         _finish_unique(engine, run_id, key, metrics)
     return {"fits": fits, "crossovers": crossings}
 

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from crossfid.cli.leaderboard import number
 from crossfid.cli.options import BASE_MODEL
-from crossfid.cli.render import out
+from crossfid.cli.render import out, progress
 from crossfid.training.hyperparameters import Hyperparameters
 
 app = typer.Typer(help="Benchmarks of training methods rather than models: the scaling law.")
@@ -33,13 +33,20 @@ def scaling_law(
 ) -> None:
     """Validation MAE against training size per method: log-log fits, R² and where the lines cross."""
     from crossfid.benchmarks.scaling_runs import fit_and_store, scaling_points
+    from crossfid.cli.train import follow_epochs
     from crossfid.runtime.database import engine as make_engine
 
     size_list = sorted({int(s) for s in sizes.split(",") if s.strip()})
     hp = Hyperparameters().with_overrides(epochs=epochs, batch_size=batch_size)
     engine = make_engine()
     try:
-        points = scaling_points(engine, split, method, size_list, hp, base=base, device=device)
+        with progress() as steps:
+
+            def training(name: str, size: int, run_id: int):
+                step = steps.step(f"scaling-law {name} n={size}", hp.epochs, count="epoch {done}/{total}")
+                return follow_epochs(engine, run_id, step)
+
+            points = scaling_points(engine, split, method, size_list, hp, base=base, device=device, training=training)
         result = fit_and_store(engine, split, points, min_size=min_size)
     finally:
         engine.dispose()
@@ -54,11 +61,12 @@ def scaling_law(
                 if fit is None
                 else (f"slope {fit.slope:.3f}, intercept {fit.intercept:.3f}, R² {fit.r2:.3f} over {fit.n} sizes")
             )
-            out.print(f"{name} {quantity}: {text_fit}", highlight=False)
-    for (a, b, quantity), size in result["crossovers"].items():
-        where = "no crossing ahead" if size is None else (f"{size:,.0f} frames" if size < 1e9 else f"{size:.2e} frames")
-        out.print(f"{a} vs {b} ({quantity}): lines cross at {where}", highlight=False)
+            out.print(f"{name} {quantity}: {text_fit}", highlight=False, soft_wrap=True)
+    for (a, b, quantity), cross in result["crossovers"].items():
+        where = "no fit to compare" if cross is None else cross.describe()
+        out.print(f"{a} vs {b} ({quantity}): {where}", highlight=False, soft_wrap=True)
     if figure is not None:
         from crossfid.plots.scaling import plot_scaling_law
 
-        out.print(f"wrote {plot_scaling_law(figure, points, result['fits'])}", highlight=False)
+        written = plot_scaling_law(figure, points, result["fits"], result["crossovers"])
+        out.print(f"wrote {written}", highlight=False)

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from crossfid.cli.options import ENERGY_LABEL_HELP, EnergyLabel, Scheduler, Workers, fidelities, values
-from crossfid.cli.render import out
+from crossfid.cli.render import out, progress
 
 #: ``--dedupe`` modes: the fast procedure and the plain reference one
 DEDUPE_MODES = ("fast", "reference")
@@ -53,15 +52,7 @@ def curate(
     engine = database.engine()
     with dask_client(workers, scheduler) as client:
         out.print(f"dask dashboard: {client.dashboard_link}")
-        columns = [
-            TextColumn("[bold]curating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("materials"),
-            TimeElapsedColumn(),
-        ]
-        with Progress(*columns, console=out, disable=not out.is_terminal) as progress:
-            bar = progress.add_task("curate", total=None)
+        with progress() as steps:
             summary = run_curation(
                 engine,
                 target.libpq_url,
@@ -71,7 +62,7 @@ def curate(
                 chemsys=values(chemsys),
                 config=cfg,
                 dedupe=dedupe,
-                progress=lambda done, total: progress.update(bar, completed=done, total=total),
+                progress=steps.step(f"curate {','.join(chosen)}", count="{done}/{total} materials"),
             )
     table = Table("decision", "rule", "frames", title=f"curation run {summary.run_id} ({', '.join(chosen)})")
     for (rule, accepted), count in summary.by_rule.items():

@@ -1,7 +1,8 @@
 """``crossfid ingest <source>``: one sub-command per source, all through the same loader.
 
-Every command prints a progress bar and a summary (tasks, frames, reference entries added; already present;
-quarantined) and exits 0 when everything was stored, 3 when some input was quarantined, 1 on error.
+Every command prints its progress (a bar on a terminal, plain lines otherwise) and a summary (tasks, frames,
+reference entries added; already present; quarantined) and exits 0 when everything was stored, 3 when some input
+was quarantined, 1 on error.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated
 import typer
 
 from crossfid.cli.options import InProcessWorkers, Scheduler, fidelities, fidelity, values
-from crossfid.cli.render import out
+from crossfid.cli.render import out, progress
 
 app = typer.Typer(
     help="Bring DFT data into the database (idempotent; bad records are quarantined).", no_args_is_help=True
@@ -294,20 +295,12 @@ def _default_demo_settings() -> dict:
 
 
 def _generate_demo(path: Path, materials: int, seed: int, workers: int, scheduler: str | None):
-    from rich.progress import Progress
-
     from crossfid.demo import generator as corpus
     from crossfid.runtime.dask import dask_client, scheduler_address
 
     with dask_client(workers, scheduler) as client:
         if workers or scheduler_address(scheduler):
             out.print(f"dask dashboard: {client.dashboard_link}")
-        with Progress(console=out, disable=not out.is_terminal) as progress:
-            bar = progress.add_task("relaxing with CHGNet", total=materials)
-
-            def on_progress(done: int, total: int) -> None:
-                progress.update(bar, completed=done, total=total)
-
-            return corpus.generate_demo_corpus(
-                path, n_materials=materials, seed=seed, client=client, progress=on_progress
-            )
+        with progress() as steps:
+            relaxed = steps.step("demo corpus: relaxing with CHGNet", materials, count="{done}/{total} materials")
+            return corpus.generate_demo_corpus(path, n_materials=materials, seed=seed, client=client, progress=relaxed)

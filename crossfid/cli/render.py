@@ -1,6 +1,8 @@
 """The one renderer of tabular command output: a rich table, CSV or JSON, from column names and rows.
 
-Also the two consoles every command prints through (standard output and standard error).
+Also the two consoles every command prints through (standard output and standard error), and the progress of
+long steps (:func:`progress`): rich bars on a terminal, one plain line per finished unit otherwise (CI logs,
+``nohup``, pipes).
 """
 
 from __future__ import annotations
@@ -8,13 +10,16 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 #: standard output of every command (rich markup)
@@ -115,3 +120,82 @@ def line(label: str, value: object, width: int = 13) -> None:
 def warn(message: str) -> None:
     """A warning on standard error (the message is printed literally)."""
     err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+class Step:
+    """One counted step of a :class:`Steps` display; call it as units finish: ``step(done, total, detail)``.
+
+    Its plain line reads ``"{label}: {count} {detail}"``, ``count`` formatted from ``done`` and ``total``
+    (e.g. ``"epoch {done}/{total}"``, ``"{done}/{total} relaxed"``).
+    """
+
+    def __init__(self, steps: Steps, label: str, total: int | None, count: str) -> None:
+        self.label = label
+        self.total = total
+        self.count = count
+        self._steps = steps
+        self._printed = 0  # the last ``done`` given a plain line
+        self._bar = None if steps.bars is None else steps.bars.add_task(escape(label), total=total, detail="")
+
+    def __call__(self, done: int, total: int | None = None, detail: str = "") -> None:
+        """``done`` units of ``total`` (default: the step's) have finished; ``detail`` describes the last one."""
+        if total is not None:
+            self.total = total
+        if self._bar is not None:
+            self._steps.bars.update(self._bar, completed=done, total=self.total, detail=escape(detail))
+            return
+        with self._steps.lock:
+            if done <= self._printed:
+                return
+            self._printed = done
+        total_text = "?" if self.total is None else str(self.total)
+        line = f"{self.label}: {self.count.format(done=done, total=total_text)}"
+        self._steps.console.print(f"{line} {detail}" if detail else line, markup=False, highlight=False, soft_wrap=True)
+
+
+class Steps:
+    """The long steps of one command: :meth:`step` for one step, :meth:`reporter` for labelled ones."""
+
+    def __init__(self, console: Console, bars: Progress | None) -> None:
+        self.console = console
+        self.bars = bars  # None: plain lines
+        self.lock = threading.Lock()  # steps may be reported from other threads (Dask callbacks, watchers)
+        self._labelled: dict[str, Step] = {}
+
+    def step(self, label: str, total: int | None = None, *, count: str = "{done}/{total}") -> Step:
+        """A new step named ``label`` of ``total`` units (None: not known yet)."""
+        return Step(self, label, total, count)
+
+    def reporter(self, count: str = "{done}/{total}") -> Callable[[str, int, int], None]:
+        """A ``(label, done, total)`` callback: one step per label, created at its first report."""
+
+        def report(label: str, done: int, total: int) -> None:
+            with self.lock:
+                step = self._labelled.get(label)
+                if step is None:
+                    step = self._labelled[label] = self.step(label, total, count=count)
+            step(done, total)
+
+        return report
+
+
+@contextmanager
+def progress(console: Console | None = None) -> Iterator[Steps]:
+    """Progress of long steps on ``console`` (default: standard output).
+
+    A terminal gets a rich bar per step (label, bar, done/total, detail, elapsed time); anything else gets one
+    plain line per finished unit, e.g. ``density chgnet-0.3.0: 7/12 relaxed``.
+    """
+    console = console if console is not None else out
+    if not console.is_terminal:
+        yield Steps(console, None)
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bars:
+        yield Steps(console, bars)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +14,7 @@ import typer
 from rich.table import Table
 
 from crossfid.cli.options import BASE_MODEL, SPLIT_HELP, Format
-from crossfid.cli.render import Column, OutputFormat, out, render, text
+from crossfid.cli.render import Column, OutputFormat, Step, out, progress, render, text
 from crossfid.training.hyperparameters import Hyperparameters
 from crossfid.vocabulary import METHOD_NAMES
 
@@ -31,6 +34,59 @@ def _fmt(value, digits: int = 2) -> str:
 
 def _default(name: str) -> str:
     return f"{getattr(DEFAULTS, name):g}" if name != "targets" else DEFAULTS.targets
+
+
+#: how often a training run's new epoch rows are looked for, seconds
+EPOCH_POLL_SECONDS = 1.0
+
+
+def _epoch_detail(row) -> str:
+    parts = [f"{name} e {row[i]:.1f} meV/atom" for i, name in ((1, "train"), (2, "val")) if row[i] is not None]
+    return " ".join([*parts, f"({row[3]:.0f} s)"])
+
+
+@contextmanager
+def follow_epochs(engine, run_id: int, step: Step, every: float = EPOCH_POLL_SECONDS) -> Iterator[None]:
+    """Report each epoch row run ``run_id`` writes to ``step`` while the block trains it (polled every ``every`` s
+    in a thread, and once more at the end): ``epoch 2/5 train e 12.3 meV/atom val e 15.1 meV/atom (41 s)``."""
+    from sqlalchemy import select
+
+    from crossfid.db.models import TrainingEpoch, TrainingRun
+
+    columns = (TrainingEpoch.epoch, TrainingEpoch.train_energy_mae, TrainingEpoch.val_energy_mae, TrainingEpoch.seconds)
+    with engine.connect() as conn:
+        seen = conn.scalar(select(TrainingRun.epochs_completed).where(TrainingRun.id == run_id)) or 0
+    lock = threading.Lock()
+
+    def poll() -> None:
+        nonlocal seen
+        with lock, engine.connect() as conn:
+            rows = conn.execute(
+                select(*columns)
+                .where(TrainingEpoch.run_id == run_id, TrainingEpoch.epoch > seen)
+                .order_by(TrainingEpoch.epoch)
+            ).all()
+            for row in rows:
+                step(row[0], detail=_epoch_detail(row))
+                seen = row[0]
+
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(every):
+            try:
+                poll()
+            except Exception:  # e.g. the database went away: training reports that itself; the last poll retries
+                return
+
+    watcher = threading.Thread(target=watch, name=f"epochs-of-run-{run_id}", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        poll()
 
 
 def train(
@@ -97,7 +153,7 @@ def train(
     try:
         if resume is not None:
             out.print(f"resuming run {resume}", highlight=False)
-            summary = resume_run(engine, resume)
+            run_id, run_method, total = resume, *_method_and_epochs(engine, resume)
         else:
             request = TrainRequest(
                 split=split,
@@ -109,8 +165,12 @@ def train(
                 device=device,
             )
             run_id = start_run(engine, request)
+            run_method, total = method.value, hp.epochs
             out.print(f"training run [bold]{run_id}[/]: {method.value} from {base}", highlight=False)
-            summary = run_training(engine, run_id)
+        with progress() as steps:
+            epochs_done = steps.step(f"train {run_method}", total, count="epoch {done}/{total}")
+            with follow_epochs(engine, run_id, epochs_done):
+                summary = resume_run(engine, run_id) if resume is not None else run_training(engine, run_id)
     finally:
         engine.dispose()
     for warning in summary.warnings:
@@ -130,6 +190,20 @@ def train(
         )
     if summary.models:
         out.print("registered models: " + ", ".join(f"run-{summary.run_id}-{r}" for r in summary.models))
+
+
+def _method_and_epochs(engine, run_id: int) -> tuple[str, int]:
+    """The method and the number of epochs of a stored run."""
+    from sqlalchemy.orm import Session
+
+    from crossfid.db.models import TrainingRun
+    from crossfid.training.loop import TrainingError
+
+    with Session(engine) as session:
+        run = session.get(TrainingRun, run_id)
+        if run is None:
+            raise TrainingError(f"no training run {run_id}")
+        return run.method, Hyperparameters.from_dict(run.hyperparameters).epochs
 
 
 def _epochs_cell(r) -> str:
