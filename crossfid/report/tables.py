@@ -33,8 +33,8 @@ SECTION_TITLES = {
 }
 
 SURROGATE_NOTE = (
-    "Demo data: the labels of this dataset come from a surrogate model (CHGNet), not from DFT; the numbers "
-    "show that the pipeline works, not the study's physics."
+    "Demo data: the labels of this dataset come from a surrogate model (its tasks' label_source says which), "
+    "not from DFT; the numbers show that the pipeline works, not the study's physics."
 )
 
 

@@ -355,7 +355,7 @@ def test_the_demo_is_reported_as_a_surrogate(study, page):
     assert page.attributes("surrogate")["class"] == "surrogate"
     html = (out / "study.html").read_text(encoding="utf-8")
     assert html.index('id="surrogate"') < html.index('<section id="test-mae">')
-    assert "surrogate model (CHGNet), not from DFT" in (out / "study.md").read_text(encoding="utf-8")
+    assert "come from a surrogate model" in (out / "study.md").read_text(encoding="utf-8")
 
 
 def test_the_page_has_no_network_and_exact_csp(study, page):
