@@ -14,7 +14,6 @@ crossover (None when there is none within range) and the range's limit (frames).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ from crossfid.db.models import SplitSubset, TrainingEpoch, TrainingRun
 from crossfid.errors import InputError
 from crossfid.hashing import benchmark_run_key, json_digest
 from crossfid.training.hyperparameters import Hyperparameters
+from crossfid.training.loop import EpochResult
 from crossfid.training.runs import TrainRequest, run_training
 from crossfid.training.runs import start_run as start_training
 
@@ -81,11 +81,11 @@ def scaling_points(
     *,
     base: str = "chgnet-0.3.0",
     device: str = "auto",
-    training: Callable[[str, int, int], AbstractContextManager] | None = None,
+    training: Callable[[str, int, int], Callable[[EpochResult], None]] | None = None,
 ) -> list[ScalingPoint]:
     """One point per (method, size): the completed run that trained it, trained now when there is none.
 
-    ``training(method, size, run_id)``: a context each new run trains in (e.g. one that reports its epochs).
+    ``training(method, size, run_id)``: the ``on_epoch`` callback of a new run (e.g. one that reports its epochs).
     """
     from crossfid.training.registry import resolve_model
 
@@ -110,8 +110,7 @@ def scaling_points(
                     split=split_id, method=method, base=base, train_size=size, hyperparameters=hp, device=device
                 )
                 run_id = start_training(engine, request)
-                with training(method, size, run_id) if training is not None else nullcontext():
-                    run_training(engine, run_id)
+                run_training(engine, run_id, on_epoch=None if training is None else training(method, size, run_id))
             with Session(engine) as session:
                 points.append(_point(session, session.get(TrainingRun, run_id)))
     return points

@@ -33,7 +33,7 @@ def scaling_law(
 ) -> None:
     """Validation MAE against training size per method: log-log fits, R² and where the lines cross."""
     from crossfid.benchmarks.scaling_runs import fit_and_store, scaling_points
-    from crossfid.cli.train import follow_epochs
+    from crossfid.cli.train import epoch_reporter
     from crossfid.runtime.database import engine as make_engine
 
     size_list = sorted({int(s) for s in sizes.split(",") if s.strip()})
@@ -44,7 +44,7 @@ def scaling_law(
 
             def training(name: str, size: int, run_id: int):
                 step = steps.step(f"scaling-law {name} n={size}", hp.epochs, count="epoch {done}/{total}")
-                return follow_epochs(engine, run_id, step)
+                return epoch_reporter(step)
 
             points = scaling_points(engine, split, method, size_list, hp, base=base, device=device, training=training)
         result = fit_and_store(engine, split, points, min_size=min_size)

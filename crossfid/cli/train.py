@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -36,57 +33,19 @@ def _default(name: str) -> str:
     return f"{getattr(DEFAULTS, name):g}" if name != "targets" else DEFAULTS.targets
 
 
-#: how often a training run's new epoch rows are looked for, seconds
-EPOCH_POLL_SECONDS = 1.0
+def epoch_reporter(step: Step):
+    """An ``on_epoch`` callback of a training run that reports each finished epoch to ``step``:
+    ``epoch 2/5 train e 12.3 meV/atom val e 15.1 meV/atom (41 s)``."""
 
+    def report(result) -> None:
+        parts = [
+            f"{name} e {part.energy_mae:.1f} meV/atom"
+            for name, part in (("train", result.train), ("val", result.val))
+            if part is not None and part.energy_mae is not None
+        ]
+        step(result.epoch, detail=" ".join([*parts, f"({result.seconds:.0f} s)"]))
 
-def _epoch_detail(row) -> str:
-    parts = [f"{name} e {row[i]:.1f} meV/atom" for i, name in ((1, "train"), (2, "val")) if row[i] is not None]
-    return " ".join([*parts, f"({row[3]:.0f} s)"])
-
-
-@contextmanager
-def follow_epochs(engine, run_id: int, step: Step, every: float = EPOCH_POLL_SECONDS) -> Iterator[None]:
-    """Report each epoch row run ``run_id`` writes to ``step`` while the block trains it (polled every ``every`` s
-    in a thread, and once more at the end): ``epoch 2/5 train e 12.3 meV/atom val e 15.1 meV/atom (41 s)``."""
-    from sqlalchemy import select
-
-    from crossfid.db.models import TrainingEpoch, TrainingRun
-
-    columns = (TrainingEpoch.epoch, TrainingEpoch.train_energy_mae, TrainingEpoch.val_energy_mae, TrainingEpoch.seconds)
-    with engine.connect() as conn:
-        seen = conn.scalar(select(TrainingRun.epochs_completed).where(TrainingRun.id == run_id)) or 0
-    lock = threading.Lock()
-
-    def poll() -> None:
-        nonlocal seen
-        with lock, engine.connect() as conn:
-            rows = conn.execute(
-                select(*columns)
-                .where(TrainingEpoch.run_id == run_id, TrainingEpoch.epoch > seen)
-                .order_by(TrainingEpoch.epoch)
-            ).all()
-            for row in rows:
-                step(row[0], detail=_epoch_detail(row))
-                seen = row[0]
-
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(every):
-            try:
-                poll()
-            except Exception:  # e.g. the database went away: training reports that itself; the last poll retries
-                return
-
-    watcher = threading.Thread(target=watch, name=f"epochs-of-run-{run_id}", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        watcher.join()
-        poll()
+    return report
 
 
 def train(
@@ -169,8 +128,11 @@ def train(
             out.print(f"training run [bold]{run_id}[/]: {method.value} from {base}", highlight=False)
         with progress() as steps:
             epochs_done = steps.step(f"train {run_method}", total, count="epoch {done}/{total}")
-            with follow_epochs(engine, run_id, epochs_done):
-                summary = resume_run(engine, run_id) if resume is not None else run_training(engine, run_id)
+            report = epoch_reporter(epochs_done)
+            if resume is not None:
+                summary = resume_run(engine, run_id, on_epoch=report)
+            else:
+                summary = run_training(engine, run_id, on_epoch=report)
     finally:
         engine.dispose()
     for warning in summary.warnings:

@@ -25,6 +25,7 @@ import datetime as dt
 import os
 import platform
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,8 +307,13 @@ def _torch_versions() -> dict[str, str]:
     return {"torch": torch.__version__, "cuda": str(torch.version.cuda)}
 
 
-def run_training(engine: Engine, run_id: int, *, resume: bool = False) -> RunSummary:
-    """Train (or continue) the run ``run_id`` to its last epoch, then test and register its weights."""
+def run_training(
+    engine: Engine, run_id: int, *, resume: bool = False, on_epoch: Callable[[EpochResult], None] | None = None
+) -> RunSummary:
+    """Train (or continue) the run ``run_id`` to its last epoch, then test and register its weights.
+
+    ``on_epoch(result)`` is called after each epoch is stored (e.g. to report progress).
+    """
     import torch
 
     with Session(engine) as session:
@@ -337,12 +343,14 @@ def run_training(engine: Engine, run_id: int, *, resume: bool = False) -> RunSum
         state = TrainState.from_state_dict(model, hp, len(data.train), saved["train_state"])
     _set_status(engine, run_id, status="running", warnings=warnings, graph_cache=data.cache, targets=data.targets)
 
-    def on_epoch(result: EpochResult, current: TrainState) -> None:
+    def epoch_done(result: EpochResult, current: TrainState) -> None:
         # the row first: a crash before the checkpoint repeats the epoch, whose row is then already there
         _write_epoch(engine, run_id, result, current)
         if current.best_epoch == result.epoch:
             save_weights(model, checkpoint_dir / "best.pt", {"run_id": run_id, "epoch": result.epoch})
         _save_checkpoint(last, model, current)
+        if on_epoch is not None:
+            on_epoch(result)
 
     stop = threading.Event()
     restore = stop_on_signals(stop)
@@ -355,7 +363,7 @@ def run_training(engine: Engine, run_id: int, *, resume: bool = False) -> RunSum
             hp.with_overrides(targets=data.targets),
             device=device,
             state=state,
-            on_epoch=on_epoch,
+            on_epoch=epoch_done,
             on_gradients=lambda records: _write_gradients(engine, run_id, records),
             should_stop=should_stop,
         )
@@ -435,11 +443,13 @@ def _summary(engine: Engine, run_id: int, models: dict[str, int]) -> RunSummary:
         )
 
 
-def train_split(engine: Engine, request: TrainRequest) -> RunSummary:
-    """Start a run for ``request`` and train it to the end."""
-    return run_training(engine, start_run(engine, request))
+def train_split(
+    engine: Engine, request: TrainRequest, *, on_epoch: Callable[[EpochResult], None] | None = None
+) -> RunSummary:
+    """Start a run for ``request`` and train it to the end (``on_epoch`` as :func:`run_training`)."""
+    return run_training(engine, start_run(engine, request), on_epoch=on_epoch)
 
 
-def resume_run(engine: Engine, run_id: int) -> RunSummary:
-    """Continue a run that was interrupted or killed, from its last checkpoint."""
-    return run_training(engine, run_id, resume=True)
+def resume_run(engine: Engine, run_id: int, *, on_epoch: Callable[[EpochResult], None] | None = None) -> RunSummary:
+    """Continue an interrupted or killed run from its last checkpoint (``on_epoch`` as :func:`run_training`)."""
+    return run_training(engine, run_id, resume=True, on_epoch=on_epoch)
