@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import shutil
-import subprocess
 import urllib.parse
 from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from support.browser import chromium_path, dump_dom
 
 from crossfid.benchmarks.html import ModelDetail, render_leaderboard_html, write_leaderboard_html
 
@@ -289,46 +288,18 @@ def test_write_creates_parents_and_leaves_no_temporary_file(tmp_path):
 
 # --------------------------------------------------------------------------- in headless Chromium
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-logging=stderr",
-    "--v=0",
-]
-
 
 @pytest.fixture
 def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.skip(
-            "Debian's chromium is not installed: the browser test needs /usr/bin/chromium "
-            "(apt-get install -y chromium; .ci/run installs it when apt-get can)"
-        )
-    return path
+    return chromium_path()
 
 
 def _dump_dom(chromium: str, page: Path, fragment: str, profile: Path) -> tuple[Page, list[str]]:
     """The DOM after the page's scripts ran, and the console messages Chromium logged for the page."""
     url = page.as_uri() + (f"#{fragment}" if fragment else "")
-    profile.mkdir(parents=True)
-    result = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
-    dom = Page(result.stdout)
-    assert dom.body_rows, f"no table in the dumped DOM: {result.stdout[:500]!r} {result.stderr[-1000:]}"
+    html, console = dump_dom(chromium, url, profile, timeout=60)
+    dom = Page(html)
+    assert dom.body_rows, f"no table in the dumped DOM: {html[:500]!r}"
     return dom, console
 
 

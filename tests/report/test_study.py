@@ -20,6 +20,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
+from support.browser import chromium_path, dump_dom
 from support.tiny_split import make_tiny_split
 from typer.testing import CliRunner
 
@@ -373,37 +374,13 @@ def test_the_page_has_no_network_and_exact_csp(study, page):
 
 @pytest.fixture
 def chromium() -> str:
-    import shutil
-
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.skip(
-            "Debian's chromium is not installed: the browser test needs /usr/bin/chromium "
-            "(apt-get install -y chromium; .ci/run installs it when apt-get can)"
-        )
-    return path
+    return chromium_path()
 
 
 def test_the_page_loads_in_chromium_without_errors_and_every_figure_decodes(study, page, chromium, tmp_path):
-    from benchmarks.test_html import CHROMIUM_FLAGS
-
     _, _, out = study
-    result = subprocess.run(
-        [
-            chromium,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            (out / "study.html").as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    dom = Dom(result.stdout)
-    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    html, console = dump_dom(chromium, (out / "study.html").as_uri(), tmp_path / "profile")
+    dom = Dom(html)
     assert console == [] and dom.errors == ""
     check = dom.attributes("figure-check")
     assert check.get("data-total") == check.get("data-decoded") == str(len(page.images)), check
