@@ -25,11 +25,13 @@ DEMO_EPOCHS ?= 2
 DEMO_CRYSTALS ?= Cu-fcc,Al-fcc,Fe-bcc,W-bcc,Si-diamond,NaCl-rocksalt,MgO-rocksalt,GaAs-zincblende,ZnO-wurtzite,CaF2-fluorite,SrTiO3-perovskite,TiO2-rutile
 DEMO_PAGE ?= leaderboard.html
 DEMO_SCALING_FIGURE ?= scaling-law.png
+DEMO_REPORT ?= demo-report
 
 ## demo: embedded database -> demo corpus (generated or reused) -> ingest -> curate on Dask -> freeze -> split
 ##       -> fit the r2SCAN AtomRef -> transferability report and figures
 ##       -> train methods 3, 4 and 1 briefly on CPU -> their test MAEs from the database
-##       -> benchmark every model, refresh and print the leaderboard, write the HTML page -> scaling law
+##       -> benchmark every model (the CHGNet base models, the fine-tunes and the SevenNet peers), print the
+##       leaderboard, write the HTML page -> scaling law -> the study's report (HTML + Markdown)
 demo: $(STAMP)
 	$(BIN)/crossfid db init
 	$(BIN)/crossfid ingest demo --materials $(DEMO_MATERIALS) --workers 2
@@ -50,6 +52,7 @@ demo: $(STAMP)
 	$(BIN)/crossfid benchmark scaling-law --split demo-r2scan@1 --method scratch --method tl-refit-atomref \
 	    --sizes 40,80,160 --epochs $(DEMO_EPOCHS) --batch-size 16 --min-size 0 --out $(DEMO_SCALING_FIGURE)
 	$(BIN)/crossfid leaderboard html $(DEMO_PAGE)
+	$(BIN)/crossfid report study --split demo-r2scan@0 --out $(DEMO_REPORT)
 	$(BIN)/crossfid db status
 
 ## test: the test suite against real PostgreSQL (embedded; plus CROSSFID_TEST_DATABASE_URL if set)

@@ -419,6 +419,14 @@ TRAINING_STATUSES: tuple[str, ...] = (*RUN_STATUSES, "interrupted")
 #: ``raw_documents.compression`` (the loader stores gzip)
 COMPRESSIONS: tuple[str, ...] = ("gzip", "none")
 
+#: ``models.kind``: a model shipped with its family's package (by name), weights a training run wrote, or any
+#: ASE calculator built by a ``module:callable`` factory with options
+MODEL_KINDS: tuple[str, ...] = ("package", "trained", "calculator")
+
+#: ``models.role``: a shipped model crossfid fine-tunes (``base``), a training run's ``best`` and ``last``
+#: weights, and a ``peer``: another family's model or a calculator, benchmarked for comparison, never fine-tuned
+MODEL_ROLES: tuple[str, ...] = ("base", "best", "last", "peer")
+
 
 class TrainingMethod(NamedTuple):
     """A transfer method of the study: where the GNN weights start and which AtomRef the model carries.

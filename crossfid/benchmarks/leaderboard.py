@@ -1,5 +1,9 @@
 """The leaderboard: refresh what is missing or stale, read the ``leaderboard`` view, refresh on a schedule.
 
+The models: chgnet's shipped base models, crossfid's own fine-tunes and, unless left out, the peers
+(:data:`BOARD_PEERS` and every registered calculator). A model that labelled the benchmark data
+(``benchmark_runs.labelled_by``) is the board's *labeller*: shown, not ranked, no composite score.
+
 ``refresh`` runs exactly the (registered model × benchmark) pairs whose current
 key (benchmark version, model weights, benchmark data, parameters) has no
 completed run. It holds a PostgreSQL advisory lock for its whole duration, so a
@@ -24,7 +28,7 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from crossfid.benchmarks.registry import BenchmarkError, Context, board_columns, default_benchmarks
+from crossfid.benchmarks.registry import BenchmarkError, Context, NotApplicable, board_columns, default_benchmarks
 from crossfid.benchmarks.store import completed_run, fail_run, finish_run, start_run
 from crossfid.curation.split_store import resolve_split
 from crossfid.curation.verify import require_verified_split
@@ -33,7 +37,7 @@ from crossfid.errors import InputError
 from crossfid.hashing import benchmark_run_key
 from crossfid.potentials.chgnet import SHIPPED_MODELS
 from crossfid.runtime.signals import stop_on_signals
-from crossfid.training.registry import ensure_package_model
+from crossfid.training.registry import ensure_package_model, ensure_peer_model, peer_names
 from crossfid.vocabulary import METHOD_LABELS, PRETRAINED
 
 log = logging.getLogger(__name__)
@@ -47,18 +51,27 @@ class RefreshSummary:
     ran: list[tuple[str, str, int]] = field(default_factory=list)  # (model, benchmark, run id)
     fresh: list[tuple[str, str, int]] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (model, benchmark, error)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (benchmark, why it does not apply)
     verified: list[str] = field(default_factory=list)  # OK lines of the dataset, split and subsets benchmarked on
 
 
-def leaderboard_models(session: Session) -> list[ModelRow]:
-    """The models on the leaderboard: chgnet's shipped base models and the best weights of every run trained on a
-    split's whole training part (runs on nested subsets are scaling-law points, not candidates)."""
+#: the shipped peer models every refresh registers and benchmarks (unless peers are left out)
+BOARD_PEERS: tuple[str, ...] = ("sevennet-0", "sevennet-mf-0-r2scan")
+
+
+def leaderboard_models(session: Session, *, peers: bool = False) -> list[ModelRow]:
+    """The models on the leaderboard: chgnet's shipped base models, the best weights of every run trained on a
+    split's whole training part (runs on nested subsets are scaling-law points, not candidates) and, with
+    ``peers``, :data:`BOARD_PEERS` (registered here) and every other registered peer (calculators)."""
     for name in SHIPPED_MODELS:
         ensure_package_model(session, name)
+    if peers:
+        for name in BOARD_PEERS:
+            ensure_peer_model(session, name)
     on_subset = select(TrainingRun.id).where(TrainingRun.subset_size.is_not(None))
     query = (
         select(ModelRow)
-        .where(ModelRow.role.in_(("base", "best")))
+        .where(ModelRow.role.in_(("base", "best", "peer") if peers else ("base", "best")))
         .where(ModelRow.run_id.is_(None) | ModelRow.run_id.not_in(on_subset))
         .order_by(ModelRow.id)
     )
@@ -74,8 +87,10 @@ def refresh(
     models: list[str] | None = None,
     client: Any | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    peers: bool = False,
 ) -> RefreshSummary:
-    """Run every missing or stale (model × benchmark) pair on ``split``'s benchmark data; idempotent."""
+    """Run every missing or stale (model × benchmark) pair on ``split``'s benchmark data; idempotent.
+    ``peers``: the peer models too (:func:`leaderboard_models`; the command line's default)."""
     suite = benchmarks or default_benchmarks()
     if only:
         unknown = sorted(set(only) - set(suite))
@@ -87,21 +102,24 @@ def refresh(
         lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": REFRESH_LOCK_KEY})
         lock.commit()
         try:
-            _refresh_locked(engine, split, suite, models, client, progress, summary)
+            _refresh_locked(engine, split, suite, models, client, progress, summary, peers)
         finally:
             lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": REFRESH_LOCK_KEY})
             lock.commit()
     return summary
 
 
-def _refresh_locked(engine, split, suite, model_names, client, progress, summary: RefreshSummary) -> None:
+def _refresh_locked(engine, split, suite, model_names, client, progress, summary: RefreshSummary, peers) -> None:
     with Session(engine) as session:
         split_id = resolve_split(session, split).id
     # the benchmark data come from this split and its dataset: recompute their hashes from the stored frames
     # first, and refuse (VerificationError) when frozen data were changed behind the database's back
     summary.verified = require_verified_split(engine, split_id).lines()
     with Session(engine) as session, session.begin():
-        rows = leaderboard_models(session)
+        if peers:  # a shipped peer asked for by name (e.g. sevennet-mf-0-pbe) is registered on first use
+            for name in sorted(set(model_names or ()) & set(peer_names())):
+                ensure_peer_model(session, name)
+        rows = leaderboard_models(session, peers=peers)
         if model_names:
             rows = [r for r in rows if r.name in set(model_names)]
         for row in rows:
@@ -111,6 +129,9 @@ def _refresh_locked(engine, split, suite, model_names, client, progress, summary
         with Session(engine) as session:
             try:
                 prepared = benchmark.prepare(session, split_id)
+            except NotApplicable as exc:
+                summary.skipped.append((benchmark.name, str(exc)))
+                continue
             except Exception as exc:
                 for row in rows:
                     summary.failed.append((row.name, benchmark.name, f"cannot prepare data: {exc}"))
@@ -134,6 +155,7 @@ def _refresh_locked(engine, split, suite, model_names, client, progress, summary
                 model_id=row.id,
                 model_sha256=row.sha256,
                 split_id=split_id,
+                labelled_by=prepared.labelled_by,
             )
             try:
                 metrics, items = benchmark.run(ctx, row, prepared)
@@ -156,13 +178,38 @@ def page_columns() -> list[tuple[str, str]]:
     """Columns of the static page: (view column, unit), the metric ones from the benchmark registry."""
     metrics = [(c.spec.column, "" if c.spec.unit in _DIMENSIONLESS else c.spec.unit) for c in board_columns()]
     shown = [m for m, c in zip(metrics, board_columns(), strict=True) if c.spec.page]
-    return [("model", ""), ("method", ""), ("training_size", "frames"), *shown, ("composite_score", "")]
+    return [
+        ("model", ""),
+        ("origin", ""),
+        ("method", ""),
+        ("training_size", "frames"),
+        *shown,
+        ("composite_score", ""),
+    ]
 
 
 def show_columns() -> list[tuple[str, str]]:
     """Columns of ``leaderboard show``: (view column, short header); :func:`show_legend` says what they are."""
     metrics = [(c.spec.column, c.spec.header) for c in board_columns() if c.spec.header]
-    return [("model", "model"), ("method", "method"), *metrics, ("composite_score", "score")]
+    return [("model", "model"), ("origin", "origin"), ("method", "method"), *metrics, ("composite_score", "score")]
+
+
+def origin_label(row: dict[str, Any]) -> str:
+    """What a board row is: ``crossfid`` (its own fine-tune), ``base`` or ``peer``, ``· labeller`` when the model
+    labelled the benchmark data (then unranked)."""
+    origin = row.get("origin") or ""
+    return f"{origin} · labeller" if row.get("labeller") else origin
+
+
+def labeller_note(rows: list[dict[str, Any]]) -> str | None:
+    """A sentence naming the board's labellers (a surrogate for DFT), None when no model labelled the data."""
+    names = [r["model"] for r in rows if r.get("labeller")]
+    if not names:
+        return None
+    return (
+        f"The benchmark data were labelled by {', '.join(names)} (a surrogate, not DFT): "
+        f"{'it is' if len(names) == 1 else 'they are'} shown as labeller, without ranks or a composite score."
+    )
 
 
 def show_legend() -> str:
@@ -174,14 +221,17 @@ def show_legend() -> str:
     return (
         f"{'; '.join(parts)}; score: composite (fixed normalisation). Lower is better"
         + (f", except {', '.join(higher)}" if higher else "")
-        + f". Methods: {METHOD_LABELS[PRETRAINED]} (shipped), {labels}."
+        + f". Methods: {METHOD_LABELS[PRETRAINED]} (shipped), {labels}. Origin: crossfid (its own fine-tunes), "
+        "base (the shipped models it fine-tunes), peer (other families, calculators); a labeller labelled the "
+        "benchmark data and is not ranked."
     )
 
 
 def read_leaderboard(engine: Engine) -> tuple[list[str], list[dict[str, Any]]]:
-    """All columns of the ``leaderboard`` view, best composite score first (models without one last)."""
+    """All columns of the ``leaderboard`` view, best composite score first (models without one, then labellers,
+    last)."""
     with engine.connect() as conn:
-        result = conn.execute(text("SELECT * FROM leaderboard ORDER BY composite_score NULLS LAST, model"))
+        result = conn.execute(text("SELECT * FROM leaderboard ORDER BY labeller, composite_score NULLS LAST, model"))
         columns = list(result.keys())
         return columns, [dict(zip(columns, row, strict=True)) for row in result]
 

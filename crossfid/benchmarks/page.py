@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from crossfid.benchmarks.leaderboard import page_columns, read_leaderboard
+from crossfid.benchmarks.leaderboard import labeller_note, origin_label, page_columns, read_leaderboard
 from crossfid.benchmarks.registry import composite_terms, registered
 from crossfid.db.models import BenchmarkRun, ModelRow
 
@@ -81,7 +81,11 @@ def build_page(engine: Engine, out: Path) -> Path:
         )
     shown = [name for name, _ in page_columns()]
     headers = [f"{name} ({unit})" if unit else name for name, unit in page_columns()]
-    table_rows = [dict(zip(headers, (row.get(name) for name in shown), strict=True)) for row in rows]
+    table_rows = [
+        dict(zip(headers, (origin_label(row) if name == "origin" else row.get(name) for name in shown), strict=True))
+        for row in rows
+    ]
+    labelled = labeller_note(rows)
     return write_leaderboard_html(
         out,
         headers,
@@ -92,6 +96,10 @@ def build_page(engine: Engine, out: Path) -> Path:
         notes=[
             f"Lower is better for every error; composite score: mean of {composite_terms()} over the benchmarks "
             "a model has.",
+            "Origin: crossfid (its own fine-tunes), base (the shipped models it fine-tunes), peer (other model "
+            "families and calculators, benchmarked for comparison). forgetting_*: errors on the source fidelity's "
+            "test frames (energy after per-element referencing).",
+            *([labelled] if labelled else []),
             f"Columns of the view not shown here: {', '.join(c for c in columns if c not in shown)}.",
         ],
     )

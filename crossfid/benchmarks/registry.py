@@ -34,11 +34,17 @@ REGISTERED: tuple[str, ...] = (
     "crossfid.benchmarks.suite:DecompositionEnergy",
     "crossfid.benchmarks.suite:Density",
     "crossfid.benchmarks.testset_rmse:TestSetRmse",
+    "crossfid.benchmarks.forgetting:Forgetting",
 )
 
 
 class BenchmarkError(InputError):
     """Benchmark data that cannot be prepared (e.g. a split without a test part), or an unknown benchmark."""
+
+
+class NotApplicable(BenchmarkError):
+    """The benchmark does not apply to this split's data (e.g. forgetting on a split without source-fidelity
+    frames): a refresh skips it and says why, rather than failing."""
 
 
 @dataclass(frozen=True)
@@ -66,19 +72,25 @@ class MetricSpec:
 
 @dataclass(frozen=True)
 class Prepared:
-    """Benchmark data of one split: its hash, a description, and what ``run`` needs."""
+    """Benchmark data of one split: its hash, a description, what ``run`` needs, and the models (crossfid names)
+    that labelled the data (:func:`crossfid.benchmarks.store.labellers`; a model of these is the board's labeller)."""
 
     data_hash: str
     data: dict[str, Any]
     payload: Any = None
+    labelled_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Options:
-    """What the command line can set for a refresh: relaxation settings, the density benchmark's crystals."""
+    """What the command line can set for a refresh: relaxation settings, the density benchmark's crystals,
+    the scored set of the thermodynamic benchmarks (benchmark name → ``test`` or ``all``) and the source
+    fidelities of the forgetting benchmark."""
 
     relax: RelaxSettings | None = None
     crystals: list[str] | None = None
+    scored: dict[str, str] | None = None
+    source_fidelities: list[str] | None = None
 
 
 @dataclass
@@ -155,9 +167,14 @@ def registered() -> dict[str, type[Benchmark]]:
     return dict(_REGISTRY)
 
 
-def default_benchmarks(relax: RelaxSettings | None = None, crystals: list[str] | None = None) -> dict[str, Benchmark]:
+def default_benchmarks(
+    relax: RelaxSettings | None = None,
+    crystals: list[str] | None = None,
+    scored: dict[str, str] | None = None,
+    source_fidelities: list[str] | None = None,
+) -> dict[str, Benchmark]:
     """The leaderboard's benchmarks, by name, with the command line's settings."""
-    options = Options(relax, crystals)
+    options = Options(relax, crystals, scored, source_fidelities)
     return {name: cls.from_options(options) for name, cls in registered().items()}
 
 
@@ -168,6 +185,9 @@ BOARD_COLUMNS: tuple[str, ...] = (
     "model_id",
     "model",
     "kind",
+    "family",
+    "origin",
+    "labeller",
     "fidelities",
     "base_model",
     "method",

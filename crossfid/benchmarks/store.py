@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -60,9 +60,11 @@ def start_run(
     model_sha256: str | None = None,
     method: str | None = None,
     split_id: int | None = None,
+    labelled_by: Iterable[str] = (),
 ) -> int:
     with Session(engine) as session, session.begin():
         row = BenchmarkRun(
+            labelled_by=sorted(set(labelled_by)),
             benchmark=benchmark,
             version=version,
             model_id=model_id,
@@ -145,10 +147,27 @@ def latest_items(session: Session, model_id: int, benchmark: str) -> list[Benchm
     return list(session.scalars(select(BenchmarkItem).where(BenchmarkItem.run_id == run_id, BenchmarkItem.ok)).all())
 
 
+_LABELLERS_SQL = text(
+    """
+    SELECT DISTINCT t.input_parameters ->> 'label_model'
+    FROM tasks t
+    WHERE t.fidelity = ANY(:fidelities) AND t.input_parameters ? 'label_model'
+      AND t.material_id IN (SELECT material_id FROM split_members WHERE split_id = :split AND part = ANY(:parts))
+    """
+)
+
+
+def labellers(session: Session, split_id: int, fidelities: Iterable[str], parts: Iterable[str]) -> tuple[str, ...]:
+    """The models (crossfid names) that labelled the tasks at ``fidelities`` of the split's materials in ``parts``:
+    each task's ``input_parameters.label_model`` (recorded by generated corpora; absent for DFT)."""
+    rows = session.execute(
+        _LABELLERS_SQL, {"fidelities": list(fidelities), "split": split_id, "parts": list(parts)}
+    ).scalars()
+    return tuple(sorted(r for r in rows if r))
+
+
 def newest_frozen_split(engine: Engine) -> int:
     """The id of the newest frozen split: what benchmarks run on unless told otherwise."""
-    from sqlalchemy import text
-
     from crossfid.errors import NotFoundError
 
     with engine.connect() as conn:

@@ -3,7 +3,8 @@
 MAEs as :mod:`crossfid.training.metrics` defines them (the same as training and validation):
 energies meV/atom, forces meV/Å (over force components), stresses GPa (over the 9 tensor
 components), magmoms μB (|m|, as chgnet predicts them). Frames without a label for a quantity
-do not count for it. Per-element energy MAE: the mean |error| of the frames that contain the element.
+do not count for it; a model that predicts no magnetic moments (``m`` None) has no magmom metric.
+Per-element energy MAE: the mean |error| of the frames that contain the element.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from crossfid.training.metrics import QUANTITIES, reported_mae
 VERSION = 1
 
 
-def _abs_errors(label: np.ndarray | None, pred: np.ndarray) -> np.ndarray:
-    if label is None:
+def _abs_errors(label: np.ndarray | None, pred: np.ndarray | None) -> np.ndarray:
+    if label is None or pred is None:
         return np.zeros(0)
     err = np.abs(np.asarray(label, dtype=float).ravel() - pred.ravel())
     return err[np.isfinite(err)]
@@ -33,13 +34,14 @@ def testset_metrics(
 ) -> tuple[list[Metric], list[ItemResult]]:
     """MAEs of predictions against the frames' labels, and one item per frame with its errors."""
     errors: dict[str, list[np.ndarray]] = {"e": [], "f": [], "s": [], "m": []}
+    predicts_magmoms = any(pred.get("m") is not None for pred in predictions)
     per_element: dict[str, list[float]] = defaultdict(list)
     items = []
     for frame, pred in zip(frames, predictions, strict=True):
         e_err = abs(frame.energy_per_atom - float(pred["e"])) if np.isfinite(frame.energy_per_atom) else None
         f_err = _abs_errors(frame.forces, pred["f"])
         s_err = _abs_errors(frame.stress, pred["s"])
-        m_err = _abs_errors(None if frame.magmoms is None else np.abs(frame.magmoms), pred["m"])
+        m_err = _abs_errors(None if frame.magmoms is None else np.abs(frame.magmoms), pred.get("m"))
         if e_err is not None:
             errors["e"].append(np.array([e_err]))
             for z in set(frame.atomic_numbers.tolist()):
@@ -63,6 +65,8 @@ def testset_metrics(
 
     metrics = []
     for key, quantity in QUANTITIES.items():
+        if key == "m" and not predicts_magmoms:
+            continue
         values = np.concatenate(errors[key]) if errors[key] else np.zeros(0)
         metrics.append(Metric(quantity.name, reported_mae(key, values.sum(), values.size), quantity.unit, values.size))
     energy = QUANTITIES["e"]

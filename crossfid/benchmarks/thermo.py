@@ -12,7 +12,16 @@ model-relaxed energies with r2SCAN DFT hulls (decomposition-energy MAE, method 4
 * :func:`elemental_minima` — those μ by element symbol (which elements have a reference);
 * :func:`formation_energy_mae` — MAE (meV/atom) over the materials both sides know;
 * :func:`decomposition_energies` — pymatgen ``PhaseDiagram`` per chemical system;
-* :func:`decomposition_metrics` — MAE and precision/recall/F1 of the "stable" class.
+* :func:`decomposition_metrics` — MAE and precision/recall/F1 of the "stable" class;
+* :func:`formation_truth`, :func:`decomposition_truth` — the DFT values of a scored set
+  (:class:`Truth`), from every entry of the fidelity and nothing else, so no model changes them;
+* :func:`score_formation`, :func:`score_decomposition` — a model's values on that set
+  (:class:`ModelScore`) with its failures counted: a failed relaxation, or an element whose
+  elemental entries all failed to relax (the model has no reference state for it, so every
+  scored material containing it is a failure of that model, never dropped).
+
+The study's scored sets (:data:`SCORED_SETS`): decomposition energies on the test materials
+(hulls from all materials), formation energies on all materials.
 
 Entries are ``(id, formula, energy_per_atom)`` triples (formula or any pymatgen
 composition string; energy eV/atom). Metrics are reported in meV/atom.
@@ -23,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import combinations
 from typing import Any
 
@@ -181,8 +191,11 @@ def _subsystems(elements: frozenset[str]) -> Iterator[frozenset[str]]:
             yield frozenset(combo)
 
 
-def decomposition_energies(entries: Sequence[Entry]) -> DecompositionEnergies:
+def decomposition_energies(entries: Sequence[Entry], only: Iterable[str] | None = None) -> DecompositionEnergies:
     """Decomposition energy (eV/atom) of every entry, from one pymatgen ``PhaseDiagram`` per chemical system.
+
+    ``only``: compute the values of these ids alone (the hulls are still built from every
+    entry); the other entries are left out of ``values`` and ``missing``.
 
     A material's hull is built from the ``ComputedEntry`` objects of every entry
     whose elements are a subset of its own (``energy = energy_per_atom × atoms in
@@ -227,7 +240,14 @@ def decomposition_energies(entries: Sequence[Entry]) -> DecompositionEnergies:
         if len(system) == 1:
             elemental |= system
 
-    for system, members in by_system.items():
+    wanted = None if only is None else {str(i) for i in only}
+    if wanted is not None:
+        energies = {k: v for k, v in energies.items() if k in wanted}
+        missing = {k: v for k, v in missing.items() if k in wanted}
+    for system, everyone in by_system.items():
+        members = everyone if wanted is None else [(m, e) for m, e in everyone if m in wanted]
+        if not members:
+            continue
         name = "-".join(sorted(system))
         lacking = sorted(system - elemental)
         if lacking:
@@ -338,3 +358,217 @@ def decomposition_metrics(
         stable_threshold=float(stable_threshold),
         n_missing=n_missing,
     )
+
+
+# ---------------------------------------------------------------------------- the study's scoring
+
+#: which materials a thermodynamic benchmark scores: the split's test materials, or every material of the fidelity
+SCORED_SETS: tuple[str, ...] = ("test", "all")
+
+#: reason of a scored material without an entry of the benchmark's fidelity
+NO_ENTRY = "no reference entry with a structure at this fidelity"
+
+
+@dataclass(frozen=True)
+class Truth:
+    """DFT reference values (eV/atom) of a scored set, computed from the DFT entries alone, once per data.
+
+    ``scored``: the scored material ids, in order; ``values``: id → DFT value for those that
+    have one; ``missing``: id → why not (no entry, no elemental reference, ...). No model
+    enters here: a model's failures never change these values.
+    """
+
+    quantity: str
+    scored: tuple[str, ...]
+    values: dict[str, float]
+    missing: dict[str, str]
+    lacking: dict[str, tuple[str, ...]] = field(default_factory=dict)  # id → its elements without an elemental entry
+
+    @property
+    def n_missing(self) -> int:
+        return len(self.missing)
+
+    def missing_elements(self) -> list[str]:
+        """The elements of scored materials that have no elemental entry, sorted: what the data lacks."""
+        return sorted({el for els in self.lacking.values() for el in els}, key=_element_key)
+
+
+def _element_key(symbol: str) -> tuple[int, str]:
+    return (SYMBOLS.index(symbol), symbol) if symbol in SYMBOLS else (len(SYMBOLS), symbol)
+
+
+@lru_cache(maxsize=65536)
+def _elements_of(formula: str) -> frozenset[str]:
+    from pymatgen.core import Composition
+
+    return frozenset(el.symbol for el in Composition(formula).elements)
+
+
+def needed_entries(entries: Sequence[Entry], scored: Iterable[str]) -> list[str]:
+    """Ids of the entries a scored set needs (to relax, and for its hulls): every entry whose elements are a
+    subset of a scored material's elements (its own entry, its elemental phases, its hull's competitors)."""
+    checked = _checked_entries(entries)
+    formula = {i: f for i, f, _ in checked}
+    systems = {_elements_of(formula[i]) for i in scored if i in formula}
+    within = {sub for system in systems for sub in _subsystems(system)}
+    return [i for i, f, _ in checked if _elements_of(f) in within]
+
+
+def formation_truth(entries: Sequence[Entry], scored: Sequence[str]) -> Truth:
+    """DFT formation energies (eV/atom) of the scored ids, against the lowest elemental entry of each element
+    among ``entries`` (all of the fidelity's entries, whatever split part)."""
+    checked = _checked_entries(entries)
+    formula = {i: f for i, f, _ in checked}
+    scored = list(dict.fromkeys(scored))
+    e_f = formation_energies_by_id(checked)
+    mu = elemental_minima(checked)
+    values, missing, lacking = {}, {}, _lacking(formula, scored, set(mu))
+    for material_id in scored:
+        if material_id not in formula:
+            missing[material_id] = NO_ENTRY
+        elif material_id in lacking:
+            missing[material_id] = f"no elemental reference entry for {', '.join(lacking[material_id])}"
+        elif not math.isfinite(e_f[material_id]):
+            missing[material_id] = "non-finite energy"
+        else:
+            values[material_id] = e_f[material_id]
+    return Truth("formation energy", tuple(scored), values, missing, lacking)
+
+
+def _lacking(formula: Mapping[str, str], scored: Iterable[str], elemental: set[str]) -> dict[str, tuple[str, ...]]:
+    """Scored id → its elements without a (finite) elemental entry, for the ids that have some."""
+    out = {}
+    for material_id in scored:
+        if material_id in formula:
+            absent = sorted(_elements_of(formula[material_id]) - elemental, key=_element_key)
+            if absent:
+                out[material_id] = tuple(absent)
+    return out
+
+
+def decomposition_truth(entries: Sequence[Entry], scored: Sequence[str]) -> Truth:
+    """DFT decomposition energies (eV/atom) of the scored ids, from hulls of ALL ``entries`` (every material of
+    the fidelity, whatever split part), scored on ``scored`` only (the study: test materials)."""
+    checked = _checked_entries(entries)
+    known = {i for i, _, _ in checked}
+    scored = list(dict.fromkeys(scored))
+    e_d = decomposition_energies(checked, only=[i for i in scored if i in known])
+    formula = {i: f for i, f, _ in checked}
+    values, missing = {}, {}
+    lacking = _lacking(formula, scored, set(elemental_minima(checked)))
+    for material_id in scored:
+        value = e_d.values.get(material_id, math.nan)
+        if material_id not in known:
+            missing[material_id] = NO_ENTRY
+        elif math.isfinite(value):
+            values[material_id] = value
+        else:
+            missing[material_id] = e_d.missing.get(material_id, "no decomposition energy")
+    return Truth("decomposition energy", tuple(scored), values, missing, lacking)
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """A model's values (eV/atom) on the scored materials that have a DFT value, and its failures.
+
+    ``failures``: id → why the model has no value (its own relaxation failed, or every elemental
+    phase of one of the material's elements failed to relax with it: the model then has no
+    reference state for that element and its hull of the system cannot be built). Failures are
+    counted, never dropped: ``failed_share`` = failures / scored materials with a DFT value.
+    """
+
+    truth: Truth
+    values: dict[str, float]
+    failures: dict[str, str]
+
+    @property
+    def n_scored(self) -> int:
+        """Scored materials with a DFT value: the denominator of ``failed_share``."""
+        return len(self.truth.values)
+
+    @property
+    def failed_share(self) -> float:
+        """Share of the scored materials with a DFT value that the model could not score (NaN when none)."""
+        return _ratio(len(self.failures), self.n_scored)
+
+
+def _model_side(
+    entries: Sequence[Entry], model_energies: Mapping[str, float]
+) -> tuple[list[tuple[str, str, float]], dict[str, str]]:
+    checked = _checked_entries(entries)
+    side = [(i, f, float(model_energies[i])) for i, f, _ in checked if math.isfinite(model_energies.get(i, math.nan))]
+    return side, {i: f for i, f, _ in checked}
+
+
+def _no_model_element(element: str, formula: Mapping[str, str], failures: Mapping[str, str]) -> str:
+    failed = sorted(i for i in failures if formula.get(i) is not None and _elements_of(formula[i]) == {element})
+    listed = "; ".join(f"{i}: {failures[i]}" for i in failed[:3]) + (" ..." if len(failed) > 3 else "")
+    return f"no model reference state for {element}: every elemental {element} entry failed to relax ({listed})"
+
+
+def _failure(
+    material_id: str,
+    formula: Mapping[str, str],
+    model_elements: set[str],
+    failures: Mapping[str, str],
+) -> str | None:
+    """Why the model cannot score a material (None: it can): its own relaxation, or an element without a model
+    reference state because all its elemental relaxations failed."""
+    if material_id in failures:
+        return f"relaxation failed: {failures[material_id]}"
+    lacking = sorted(_elements_of(formula[material_id]) - model_elements, key=_element_key)
+    if lacking:
+        return "; ".join(_no_model_element(el, formula, failures) for el in lacking)
+    return None
+
+
+def score_formation(
+    entries: Sequence[Entry], model_energies: Mapping[str, float], failures: Mapping[str, str], truth: Truth
+) -> ModelScore:
+    """A model's formation energies (eV/atom) on the scored materials with a DFT value.
+
+    ``model_energies``: id → model energy per atom after relaxation (eV/atom) of the entries it
+    relaxed; ``failures``: id → reason for those whose relaxation failed. The model's elemental
+    references are its own lowest energies among the elemental entries that relaxed.
+    """
+    side, formula = _model_side(entries, model_energies)
+    mu = elemental_minima(side)
+    e_f = formation_energies_by_id(side)
+    values, failed = {}, {}
+    for material_id in truth.values:
+        reason = _failure(material_id, formula, set(mu), failures)
+        if reason is None and not math.isfinite(e_f.get(material_id, math.nan)):
+            reason = "relaxation failed: no model energy"
+        if reason is None:
+            values[material_id] = e_f[material_id]
+        else:
+            failed[material_id] = reason
+    return ModelScore(truth, values, failed)
+
+
+def score_decomposition(
+    entries: Sequence[Entry], model_energies: Mapping[str, float], failures: Mapping[str, str], truth: Truth
+) -> ModelScore:
+    """A model's decomposition energies (eV/atom) on the scored materials with a DFT value.
+
+    The model's hulls are built from its relaxed energies of every entry that relaxed (an entry
+    whose relaxation failed is missing from the model's hull, and counted by the caller); a
+    system whose elements lack a relaxed elemental entry has no model hull, so its scored
+    materials are failures of the model.
+    """
+    side, formula = _model_side(entries, model_energies)
+    elemental = {next(iter(_elements_of(f))) for _, f, _ in side if len(_elements_of(f)) == 1}
+    relaxed = {i for i, _, _ in side}
+    candidates = [m for m in truth.values if m in relaxed]
+    e_d = decomposition_energies(side, only=candidates)
+    values, failed = {}, {}
+    for material_id in truth.values:
+        reason = _failure(material_id, formula, elemental, failures)
+        value = e_d.values.get(material_id, math.nan)
+        if reason is None and not math.isfinite(value):
+            reason = e_d.missing.get(material_id, "relaxation failed: no model energy")
+        if reason is None:
+            values[material_id] = value
+        else:
+            failed[material_id] = reason
+    return ModelScore(truth, values, failed)

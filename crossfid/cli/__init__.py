@@ -16,7 +16,20 @@ import typer
 from rich.markup import escape
 
 import crossfid
-from crossfid.cli import analyze, atomref, benchmark, curate, dataset, db, ingest, leaderboard, sql, train
+from crossfid.cli import (
+    analyze,
+    atomref,
+    benchmark,
+    curate,
+    dataset,
+    db,
+    ingest,
+    leaderboard,
+    models,
+    report,
+    sql,
+    train,
+)
 from crossfid.cli.render import err, out
 from crossfid.errors import CrossfidError
 from crossfid.exit_codes import ExitCode
@@ -37,8 +50,10 @@ app.add_typer(analyze.app, name="analyze")
 app.command("train")(train.train)
 app.add_typer(train.runs_app, name="runs")
 app.add_typer(train.plots_app, name="plots")
+app.add_typer(models.app, name="models")
 app.add_typer(leaderboard.app, name="leaderboard")
 app.add_typer(benchmark.app, name="benchmark")
+app.add_typer(report.app, name="report")
 app.command("sql")(sql.sql)
 
 

@@ -139,15 +139,17 @@ def importance(
     corrections: Annotated[
         Corrections, typer.Option(help="MP GGA/GGA+U corrections on the source energies: none, mp2020 or both.")
     ] = Corrections.both,
-    source_atomref: SourceRef = "auto",
-    target_atomref: TargetRef = "auto",
     dataset: Dataset = None,
     max_depth: Annotated[int | None, typer.Option(help="Depth limit of the decision tree.")] = None,
     seed: Annotated[int, typer.Option(help="random_state of the decision tree.")] = 0,
     top: Annotated[int, typer.Option(help="Print this many elements.")] = 15,
     out_dir: FigureDir = None,
 ) -> None:
-    """Element importance (decision tree) for the formation-energy difference source − target."""
+    """Element importance (decision tree) for the formation-energy difference source − target.
+
+    Formation energies are taken against elemental reference entries only: materials with an element that has
+    none at either side are left out and counted (never filled in with fitted AtomRef constants).
+    """
     from crossfid.referencing.analysis_runs import run_importance
 
     engine = _engine()
@@ -157,8 +159,6 @@ def importance(
             _set(source),
             _set(target),
             corrections=corrections.value,
-            source_atomref=source_atomref,
-            target_atomref=target_atomref,
             dataset=dataset,
             max_depth=max_depth,
             random_state=seed,

@@ -51,6 +51,8 @@ from crossfid.vocabulary import (
     FIDELITY_FAMILIES,
     MATERIAL_RULES,
     METHOD_NAMES,
+    MODEL_KINDS,
+    MODEL_ROLES,
     RUN_STATUSES,
     TASK_TYPES,
     TRAINING_STATUSES,
@@ -650,7 +652,13 @@ REFERENCING_TABLES: tuple[str, ...] = ("atomrefs", "cross_fidelity_analyses")
 
 
 class ModelRow(Base):
-    """A registered model: a CHGNet shipped with chgnet (a base model) or weights a training run wrote."""
+    """A registered model: a CHGNet shipped with chgnet (a base model), weights a training run wrote, or a peer
+    (another family's shipped model, or any ASE calculator: ``factory`` ``module:callable`` with ``options``).
+
+    ``sha256`` identifies what the model computes: its weights file's SHA-256, or for a calculator the digest of
+    its factory, options and weights file (``provenance.weights_sha256``). ``n_parameters`` is NULL for a
+    calculator that does not say. A peer has no AtomRef and is never fine-tuned.
+    """
 
     __tablename__ = "models"
 
@@ -667,17 +675,23 @@ class ModelRow(Base):
     )
     atomref_id: Mapped[int | None] = mapped_column(ForeignKey("atomrefs.id"), index=True)
     epoch: Mapped[int | None] = mapped_column(Integer)
-    n_parameters: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_parameters: Mapped[int | None] = mapped_column(Integer)
+    factory: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
     provenance: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
     created_at: Mapped[dt.datetime] = created_at()
 
     __table_args__ = (
-        CheckConstraint("kind IN ('package', 'trained')", name="kind"),
-        CheckConstraint("role IN ('base', 'best', 'last')", name="role"),
+        CheckConstraint(one_of("kind", MODEL_KINDS), name="kind"),
+        CheckConstraint(one_of("role", MODEL_ROLES), name="role"),
         CheckConstraint(hex64("sha256"), name="sha256_hex"),
         CheckConstraint("kind <> 'trained' OR run_id IS NOT NULL", name="trained_has_run"),
         CheckConstraint("cardinality(fidelities) > 0", name="has_fidelities"),
-        CheckConstraint("n_parameters > 0", name="n_parameters_positive"),
+        CheckConstraint("n_parameters IS NULL OR n_parameters > 0", name="n_parameters_positive"),
+        CheckConstraint("n_parameters IS NOT NULL OR kind = 'calculator'", name="has_n_parameters"),
+        CheckConstraint("(kind = 'calculator') = (factory IS NOT NULL)", name="calculator_has_factory"),
+        CheckConstraint("kind <> 'calculator' OR role = 'peer'", name="calculator_is_peer"),
+        CheckConstraint("role <> 'peer' OR (atomref_id IS NULL AND run_id IS NULL)", name="peer_not_trained"),
     )
 
 
@@ -800,6 +814,8 @@ class BenchmarkRun(Base):
     data_hash: Mapped[str] = mapped_column(Text, nullable=False)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
     parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    #: the models (crossfid names) that labelled the benchmark data (tasks' ``input_parameters.label_model``)
+    labelled_by: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
     key: Mapped[str] = mapped_column(Text, nullable=False, index=True)
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="running")
     n_structures: Mapped[int | None] = mapped_column(Integer)

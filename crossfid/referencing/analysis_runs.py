@@ -15,6 +15,9 @@ Which AtomRef is "each fidelity's own" (``--source-atomref`` / ``--target-atomre
   with chgnet for that fidelity. A fit with about one material per element
   reproduces every energy exactly and would make the referenced correlation
   meaningless; the note in the result says which was used and why.
+
+Element importance uses no AtomRef: formation energies are referenced to true
+elemental entries only, and materials without them are left out and counted.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from crossfid.db.models import CrossFidelityAnalysis, Dataset
 from crossfid.errors import InputError
 from crossfid.hashing import json_digest
 from crossfid.referencing import cross_fidelity
-from crossfid.referencing.atomref import fit_atomref, reference_energies
+from crossfid.referencing.atomref import fit_atomref
 from crossfid.referencing.corrections import CorrectionInput, mp2020_corrections
 from crossfid.referencing.package_atomrefs import package_atomref_for
 from crossfid.referencing.pairs import (
@@ -320,25 +323,38 @@ def _corrected_source(pairs: PairedEntries) -> tuple[np.ndarray, dict[str, str]]
     return energies, reasons
 
 
-def _formation(
-    composition: np.ndarray, energy: np.ndarray, entries: FidelityEntries, atomref: StoredAtomRef
-) -> tuple[np.ndarray, dict[str, int]]:
-    """Formation energies per atom (eV/atom) against elemental references of the same fidelity.
+def _formation(composition: np.ndarray, energy: np.ndarray, entries: FidelityEntries):
+    """Formation energies per atom (eV/atom) against the same fidelity set's elemental reference entries.
 
-    μ of an element is the lowest uncorrected energy per atom of its elemental
-    entries at that fidelity; elements without one take the fidelity's AtomRef
-    value. Returns the energies and how many materials used each basis.
+    μ of an element is the lowest uncorrected energy per atom of its elemental entries at that
+    fidelity set; a material with an element that has none is left out (NaN), never referenced
+    to a fitted AtomRef value (:func:`crossfid.referencing.cross_fidelity.formation_against_elements`).
     """
-    mu = cross_fidelity.elemental_references(entries_composition(entries), entries.energy)
-    used = composition > 0
-    from_atomref = used & ~np.isfinite(mu)[None, :]
-    mu_full = np.where(np.isfinite(mu), mu, atomref.values)
-    formation = energy - reference_energies(composition, mu_full)
-    basis = {
-        "elemental_references": int((~from_atomref.any(axis=1)).sum()),
-        "atomref_for_some_elements": int(from_atomref.any(axis=1).sum()),
+    return cross_fidelity.formation_against_elements(composition, energy, entries_composition(entries), entries.energy)
+
+
+def _left_out(
+    pairs: PairedEntries, sides: dict[str, cross_fidelity.ElementalFormation]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Materials with an elemental reference for every element on both sides, and a record of the others."""
+    keep = np.logical_and.reduce([side.kept for side in sides.values()])
+    materials = {
+        m: {name: list(side.lacking[i]) for name, side in sides.items() if side.lacking[i]}
+        for i, m in enumerate(pairs.material_ids)
+        if not keep[i]
     }
-    return formation, basis
+    record = {
+        "n": int((~keep).sum()),
+        "of": pairs.n,
+        "by_element": {name: side.left_out_by_element() for name, side in sides.items()},
+        "materials": materials,
+    }
+    return keep, record
+
+
+def _lacking_text(record: dict[str, Any]) -> str:
+    parts = [f"{', '.join(counts)} at {name}" for name, counts in record["by_element"].items() if counts]
+    return "; ".join(parts) or "none"
 
 
 def run_importance(
@@ -360,47 +376,73 @@ def run_importance(
     ``corrections``: ``none`` (uncorrected source energies), ``mp2020`` (MP's
     GGA/GGA+U corrections on the source: stored corrected energies, else pymatgen's
     MaterialsProject2020Compatibility) or ``both`` (two results side by side).
+
+    Formation energies use true elemental references only: each fidelity set's elemental entries,
+    all of them (``dataset`` limits the materials compared, not the reference states). Shared
+    materials with an element lacking one on either side are left out and recorded
+    (``result.left_out_no_elemental_reference``: how many, by element, which); fewer than 3
+    compounds left is an :class:`AnalysisError` naming the missing elements. AtomRefs play no part:
+    ``source_atomref``/``target_atomref`` other than ``auto`` are refused.
     """
     if corrections not in ("none", "mp2020", "both"):
         raise AnalysisError(f"unknown corrections {corrections!r} (none, mp2020 or both)")
+    for side, choice in (("source", source_atomref), ("target", target_atomref)):
+        if str(choice).strip() != "auto":
+            raise AnalysisError(
+                f"element importance uses elemental reference entries, never AtomRef values: "
+                f"drop the {side} AtomRef ({choice})"
+            )
     out_dir = out_dir or DataDirs.from_settings().figures
     variants = ["none", "mp2020"] if corrections == "both" else [corrections]
     with Session(engine) as session, session.begin():
         ds = _dataset(session, dataset)
         src, tgt, pairs = _pairs(session, source, target, ds)
-        s_ref, s_note = choose_atomref(session, source_atomref, source, src, ds)
-        t_ref, t_note = choose_atomref(session, target_atomref, target, tgt, ds)
-        try:
-            target_f, target_basis = _formation(pairs.composition, pairs.target.label, tgt, t_ref)
-        except ValueError as exc:
-            raise AnalysisError(f"cannot compute {label(target)} formation energies: {exc}") from exc
-        result: dict[str, Any] = {"notes": [s_note, t_note], "variants": {}}
+        source_label, target_label = label(source), label(target)
+        # reference states from every entry of each fidelity set: --dataset limits the materials compared only
+        src_all, tgt_all = (src, tgt) if ds is None else (load_entries(session, source), load_entries(session, target))
+        target_f = _formation(pairs.composition, pairs.target.label, tgt_all)
+        source_f = _formation(pairs.composition, pairs.source.energy, src_all)
+        keep, record = _left_out(pairs, {source_label: source_f, target_label: target_f})
+        compounds = int((keep & ((pairs.composition > 0).sum(axis=1) > 1)).sum())
+        if compounds < 3:  # an element's own phases have formation energies ≈ 0 on both sides: nothing to rank
+            raise AnalysisError(
+                f"only {compounds} of the {pairs.n} materials shared by {source_label} and {target_label} are "
+                f"compounds with an elemental reference entry for every element on both sides (none for "
+                f"{_lacking_text(record)}): element importance needs at least 3"
+            )
+        notes = [
+            f"formation energies against elemental reference entries only (each element's lowest energy per "
+            f"atom at the same fidelity set); {record['n']} of {pairs.n} shared materials left out for lack of one "
+            f"({_lacking_text(record)})"
+        ]
+        result: dict[str, Any] = {
+            "notes": notes,
+            "variants": {},
+            "left_out_no_elemental_reference": record,
+            "elemental_references": {source_label: source_f.references, target_label: target_f.references},
+        }
         for variant in variants:
             energy, left_out = (pairs.source.energy, {}) if variant == "none" else _corrected_source(pairs)
-            keep = np.isfinite(energy)
-            if keep.sum() < 3:
+            use = keep & np.isfinite(energy)
+            if use.sum() < 3:
                 result["variants"][variant] = {
-                    "error": "fewer than 3 materials could be corrected",
+                    "error": "fewer than 3 materials with elemental references could be corrected",
                     "left_out": left_out,
                 }
                 continue
-            try:
-                source_f, source_basis = _formation(pairs.composition[keep], energy[keep], src, s_ref)
-            except ValueError as exc:
-                raise AnalysisError(f"cannot compute {label(source)} formation energies: {exc}") from exc
-            difference = source_f - target_f[keep]
+            difference = _formation(pairs.composition[use], energy[use], src_all).formation - target_f.formation[use]
             importance = cross_fidelity.element_importance(
-                pairs.composition[keep],
+                pairs.composition[use],
                 difference,
-                atom_counts=pairs.atom_counts()[keep],
+                atom_counts=pairs.atom_counts()[use],
                 max_depth=max_depth,
                 random_state=random_state,
             )
             result["variants"][variant] = importance.to_dict() | {
-                "material_ids": [m for m, k in zip(pairs.material_ids, keep, strict=True) if k],
+                "material_ids": [m for m, k in zip(pairs.material_ids, use, strict=True) if k],
                 "difference": difference.tolist(),
                 "left_out": left_out,
-                "basis": {"source": source_basis, "target": target_basis},
+                "n_left_out_no_elemental_reference": record["n"],
             }
         row = _store(
             session,
@@ -409,15 +451,13 @@ def run_importance(
             target=target,
             pairs=pairs,
             dataset=ds,
-            source_ref=s_ref,
-            target_ref=t_ref,
             corrections=corrections,
             result=result,
             parameters={"max_depth": max_depth, "random_state": random_state, "corrections": corrections},
         )
         if plot:
             row.figures = _importance_figures(row, result, pairs, out_dir)
-        return _outcome(row, pairs, s_ref, t_ref, result["notes"])
+        return _outcome(row, pairs, notes=notes)
 
 
 def _importance_figures(row, result: dict[str, Any], pairs: PairedEntries, out_dir: Path) -> dict[str, str]:

@@ -12,7 +12,8 @@ do not mix naively"):
 * :func:`element_importance`: a decision tree on composition fractions ranking
   the elements that drive the formation-energy difference between fidelities;
 * :func:`formation_energies`, :func:`elemental_references`: formation energies
-  from elemental reference energies;
+  from elemental reference energies; :func:`formation_against_elements`: the same,
+  leaving out (and listing) materials with an element that has no elemental entry;
 * :func:`transferability_report`: the numbers above condensed into a decision
   (does the target need its own AtomRef before fine-tuning?) and a verdict.
 
@@ -477,6 +478,60 @@ def elemental_references(composition: Any, energy_per_atom: Any) -> np.ndarray:
     np.minimum.at(mu, np.argmax(c[single], axis=1), e[single])
     mu[np.isinf(mu)] = np.nan
     return mu
+
+
+@dataclass(frozen=True)
+class ElementalFormation:
+    """Formation energies (eV/atom) against true elemental reference entries only.
+
+    ``formation``: (n,) ``E − composition @ μ``, NaN for a material left out; ``lacking``: per
+    material, its elements without an elemental reference (empty when it was kept);
+    ``references``: μ by symbol (eV/atom) of the elements that have one.
+    """
+
+    formation: np.ndarray = field(repr=False)
+    lacking: tuple[tuple[str, ...], ...]
+    references: dict[str, float]
+
+    @property
+    def kept(self) -> np.ndarray:
+        """(n,) True where the material has a reference for every element (and a finite formation energy)."""
+        return np.isfinite(self.formation)
+
+    @property
+    def n_left_out(self) -> int:
+        return int((~self.kept).sum())
+
+    def left_out_by_element(self) -> dict[str, int]:
+        """Element → materials left out because it has no elemental reference, in atomic-number order."""
+        counts: dict[str, int] = {}
+        for symbols in self.lacking:
+            for symbol in symbols:
+                counts[symbol] = counts.get(symbol, 0) + 1
+        return {s: counts[s] for s in sorted(counts, key=_element_order)}
+
+
+def formation_against_elements(
+    composition: Any, energy_per_atom: Any, elemental_composition: Any, elemental_energy: Any
+) -> ElementalFormation:
+    """Formation energies (eV/atom) of materials against elemental references from ``elemental_*`` data.
+
+    μ of an element is the lowest finite energy per atom among the single-element rows of the
+    elemental data (:func:`elemental_references`; a ground-state solid or a diatomic gas, as
+    stored). A material with an element that has no such row is left out (NaN, and its elements
+    are listed in ``lacking``): no fitted constant such as an AtomRef value ever stands in for a
+    missing reference state (they are not ground-state energies: GGA O −8.39 in CHGNet's AtomRef
+    against about −4.9 eV/atom for O₂).
+    """
+    c = _composition(composition)
+    e = _vector(energy_per_atom, c.shape[0], "energy_per_atom", finite=False)
+    elemental_c = np.asarray(elemental_composition, dtype=float)
+    mu = elemental_references(elemental_c, elemental_energy) if elemental_c.size else np.full(N_ELEMENTS, np.nan)
+    formation = formation_energies(c, e, mu)
+    absent = np.isnan(mu)
+    lacking = tuple(tuple(SYMBOLS[j] for j in np.flatnonzero((row > 0) & absent)) for row in c)
+    references = {SYMBOLS[j]: float(mu[j]) for j in np.flatnonzero(~absent)}
+    return ElementalFormation(formation=_readonly(formation), lacking=lacking, references=references)
 
 
 # ---------------------------------------------------------------------------- transferability

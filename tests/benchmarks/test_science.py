@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,11 +28,20 @@ from crossfid.benchmarks.relax import (
 )
 from crossfid.benchmarks.scaling import crossover, fit_scaling_law
 from crossfid.benchmarks.thermo import (
+    NO_ENTRY,
     decomposition_energies,
     decomposition_metrics,
+    decomposition_truth,
     formation_energies_by_id,
     formation_energy_mae,
+    formation_truth,
+    needed_entries,
+    score_decomposition,
+    score_formation,
 )
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
+LI_FE_O = REAL / "entries" / "Li-Fe-O_entries.json.gz"
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +232,108 @@ def test_missing_elemental_entry_gives_nan_with_a_reason():
     assert metrics.n == 1 and metrics.n_missing == 3
     with pytest.raises(ValueError, match="duplicate"):
         decomposition_energies([("x", "Fe", -8.3), ("x", "Fe", -8.2)])
+
+
+# ---------------------------------------------------------------------------- the study's scoring
+
+
+def test_decomposition_truth_scores_the_test_materials_on_hulls_of_all_entries():
+    test = ["Li2O-b", "Li2O2"]
+    truth = decomposition_truth(LI_O, test)
+    assert truth.scored == tuple(test) and set(truth.values) == set(test) and not truth.missing
+    everything = decomposition_energies(LI_O)
+    assert truth.values == {m: everything[m] for m in test}  # the hull of every entry, scored on two
+    # a hull of the test materials and the elements alone misses the stable Li2O: Li2O-b would look stable
+    alone = decomposition_energies([e for e in LI_O if e[0] in {"Li", "O", *test}])
+    assert alone["Li2O-b"] < 0 < truth.values["Li2O-b"] == pytest.approx(0.05)
+    assert needed_entries(LI_O, test) == [i for i, _, _ in LI_O]  # every Li-O entry is on their hull
+    assert needed_entries(LI_O + [("Fe", "Fe", -8.3)], ["Li2O2"]) == [i for i, _, _ in LI_O]
+
+
+def test_formation_truth_scores_every_material_and_names_what_lacks_a_reference():
+    scored = [i for i, _, _ in LI_O] + ["FeO", "absent"]
+    truth = formation_truth(LI_O + [("FeO", "FeO", -7.0)], scored)
+    assert truth.values == {i: v for i, v in formation_energies_by_id(LI_O).items()}
+    assert truth.missing == {"FeO": "no elemental reference entry for Fe", "absent": NO_ENTRY}
+    assert truth.missing_elements() == ["Fe"] and truth.n_missing == 2
+    nothing = formation_truth([("FeO", "FeO", -7.0), ("Fe2O3", "Fe2O3", -6.9)], ["FeO", "Fe2O3"])
+    assert nothing.values == {} and nothing.missing_elements() == ["O", "Fe"]
+
+
+def _model_energies(entries, seed=0, noise=0.02):
+    """A model's relaxed energies (eV/atom): the DFT ones with Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    return {i: e + float(rng.normal(0.0, noise)) for i, _, e in entries}
+
+
+def test_a_failed_relaxation_never_changes_the_dft_truth_and_is_counted():
+    test = ["Li2O", "Li2O-b", "Li2O2", "LiO2"]
+    truth = decomposition_truth(LI_O, test)
+    before = dict(truth.values)
+    energies = _model_energies(LI_O)
+    clean = score_decomposition(LI_O, energies, {}, truth)
+    assert set(clean.values) == set(test) and not clean.failures and clean.failed_share == 0.0
+
+    # LiO2's own relaxation fails and so does the higher Li polymorph: LiO2 is a failure of the model, counted
+    failures = {"LiO2": "an atom ends 7.1 Å from its nearest neighbour", "Li-b": "diverged"}
+    partial = {i: e for i, e in energies.items() if i not in failures}
+    score = score_decomposition(LI_O, partial, failures, truth)
+    assert truth.values == before == decomposition_truth(LI_O, test).values  # the truth never moves
+    assert set(score.failures) == {"LiO2"} and score.failures["LiO2"].startswith("relaxation failed: an atom")
+    assert score.n_scored == 4 and score.failed_share == pytest.approx(0.25)
+    assert score.values == pytest.approx({m: clean.values[m] for m in score.values}, abs=1e-12)
+
+    # every elemental O entry fails: the model has no O reference state, so every scored Li-O material fails
+    score = score_decomposition(LI_O, {i: e for i, e in energies.items() if i != "O"}, {"O": "diverged"}, truth)
+    assert set(score.failures) == set(test) and score.values == {} and score.failed_share == 1.0
+    assert all("no model reference state for O" in r and "O: diverged" in r for r in score.failures.values())
+    assert truth.values == before
+
+    formation = formation_truth(LI_O, [i for i, _, _ in LI_O])
+    score = score_formation(LI_O, {i: e for i, e in energies.items() if i != "O"}, {"O": "diverged"}, formation)
+    assert set(score.values) == {"Li", "Li-b"} and score.failures["O"] == "relaxation failed: diverged"
+    assert score.failures["Li2O"].startswith("no model reference state for O")
+    assert score.failed_share == pytest.approx(5 / 7)
+
+
+@pytest.mark.skipif(not LI_FE_O.exists(), reason=f"real entries not found at {LI_FE_O} (../shared is absent)")
+def test_the_studys_scoring_on_the_real_li_fe_o_phase_diagram():
+    from monty.serialization import loadfn
+    from pymatgen.analysis.phase_diagram import PhaseDiagram
+
+    real = loadfn(LI_FE_O)
+    entries = [(e.entry_id, e.composition.formula, e.energy_per_atom) for e in real]
+    by_id = {e.entry_id: e for e in real}
+    test = [i for i, _, _ in entries][::8]
+    truth = decomposition_truth(entries, test)
+    assert set(truth.values) == set(test)
+    diagram = PhaseDiagram(real)  # pymatgen's own hull of all 375 MP entries
+    for material_id in test:
+        entry = by_id[material_id]
+        expected = (
+            diagram.get_decomp_and_phase_separation_energy(entry)[1]
+            if entry in diagram.stable_entries
+            else diagram.get_e_above_hull(entry)
+        )
+        assert truth.values[material_id] == pytest.approx(expected, abs=1e-9)
+    formation = formation_truth(entries, [i for i, _, _ in entries])
+    assert len(formation.values) == len(real)
+    for material_id in test:
+        assert formation.values[material_id] == pytest.approx(diagram.get_form_energy_per_atom(by_id[material_id]))
+
+    # a model with noise, whose relaxations of every elemental Li phase and of one Fe-O compound fail
+    energies = _model_energies(entries, seed=1)
+    lithium = {i for i in by_id if by_id[i].composition.reduced_formula == "Li"}
+    fe_o = next(i for i in test if by_id[i].composition.chemical_system == "Fe-O")
+    failed = {i: "diverged" for i in lithium | {fe_o}}
+    score = score_decomposition(entries, {i: e for i, e in energies.items() if i not in failed}, failed, truth)
+    assert decomposition_truth(entries, test).values == truth.values
+    with_li = {i for i in test if "Li" in by_id[i].composition.chemical_system.split("-")}
+    assert set(score.failures) == with_li | {fe_o}
+    assert set(score.values) == set(test) - with_li - {fe_o}
+    assert score.failed_share == pytest.approx(len(score.failures) / len(test))
+    metrics = decomposition_metrics(score.values, {m: truth.values[m] for m in score.values})
+    assert metrics.n == len(score.values) and 0 < metrics.mae < 200
 
 
 # ---------------------------------------------------------------------------- density table

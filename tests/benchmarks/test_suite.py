@@ -7,17 +7,19 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from pymatgen.core import Lattice, Structure
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 from support.tiny_split import make_tiny_split
 
 from crossfid.benchmarks.leaderboard import parse_interval, read_leaderboard, refresh, run_every
-from crossfid.benchmarks.registry import default_benchmarks
+from crossfid.benchmarks.registry import BenchmarkError, Options, default_benchmarks
 from crossfid.benchmarks.relax_jobs import RelaxSettings
-from crossfid.benchmarks.suite import Density, TestSetMae
+from crossfid.benchmarks.suite import DecompositionEnergy, Density, FormationEnergy, TestSetMae, load_entries
 from crossfid.benchmarks.testset_rmse import TestSetRmse
 from crossfid.db.models import BenchmarkItem, BenchmarkMetric, BenchmarkRun, ModelRow
 from crossfid.potentials.base import load_potential
@@ -83,8 +85,11 @@ def test_test_mae_and_rmse_equal_a_direct_computation_with_chgnet(split_engine, 
     assert row["test_energy_rmse"] == pytest.approx(rmse["energy_rmse"])
     assert row["test_force_rmse"] == pytest.approx(rmse["force_rmse"])
     assert row["test_energy_mae"] == pytest.approx(got["energy_mae"])
-    # the demo's r2SCAN labels come from the shipped r2SCAN model itself
+    # this corpus's r2SCAN labels come from the shipped r2SCAN model itself: every run records it as the labeller
     assert _metrics(split_engine, "chgnet-r2scan", "test-mae")["energy_mae"] < 1e-3
+    with Session(split_engine) as session:
+        assert set(session.scalars(select(func.array_to_string(BenchmarkRun.labelled_by, ",")))) == {"chgnet-r2scan"}
+    assert {r["model"] for r in rows if r["labeller"]} == {"chgnet-r2scan"}
 
 
 def test_refresh_runs_only_what_is_missing_and_overlapping_refreshes_do_not_double_run(split_engine, dask_client):
@@ -158,24 +163,242 @@ def test_thermodynamic_benchmarks_and_the_leaderboard_view(split_engine, dask_cl
     suite = default_benchmarks(QUICK, CRYSTALS[:3])
     summary = refresh(split_engine, "tiny", benchmarks=suite, client=dask_client)
     assert not summary.failed, summary.failed
-    assert len(summary.ran) == 2 * len(suite)
+    # an r2SCAN-only corpus has no source-fidelity frames: forgetting does not apply, and says so
+    assert [name for name, _ in summary.skipped] == ["forgetting"] and "GGA" in summary.skipped[0][1]
+    assert len(summary.ran) == 2 * (len(suite) - 1)
+    failures = {"failed_relaxations", "failed_scored", "failed_share", "no_dft_value"}
     for model in ("chgnet-0.3.0", "chgnet-r2scan"):
         formation = _metrics(split_engine, model, "formation-energy")
         decomposition = _metrics(split_engine, model, "decomposition-energy")
-        assert "formation_mae" in formation and "failed_relaxations" in formation
-        assert {"decomposition_mae", "precision", "recall", "f1", "failed_relaxations"} <= set(decomposition)
+        assert {"formation_mae", *failures} <= set(formation)
+        assert {"decomposition_mae", "precision", "recall", "f1", *failures} <= set(decomposition)
     columns, rows = read_leaderboard(split_engine)
     assert {"model", "test_energy_mae", "density_mae", "composite_score", "rank_test_energy_mae"} <= set(columns)
     by_model = {r["model"]: r for r in rows}
     assert set(by_model) == {"chgnet-0.3.0", "chgnet-r2scan"}
-    assert by_model["chgnet-r2scan"]["rank_test_energy_mae"] == 1  # it labelled the demo data
-    assert rows[0]["composite_score"] <= rows[1]["composite_score"]
+    # chgnet-r2scan labelled this corpus: shown last, unranked, without a score; the other model is ranked
+    labeller, ranked = by_model["chgnet-r2scan"], by_model["chgnet-0.3.0"]
+    assert labeller["labeller"] and labeller["rank_test_energy_mae"] is None and labeller["composite_score"] is None
+    assert ranked["rank_test_energy_mae"] == 1 and ranked["composite_score"] is not None
+    assert [r["model"] for r in rows] == ["chgnet-0.3.0", "chgnet-r2scan"]
 
     from crossfid.benchmarks.page import build_page
 
     page = build_page(split_engine, tmp_path / "board.html")
     html = page.read_text()
     assert "chgnet-0.3.0" in html and "chgnet-r2scan" in html and "data:image/png;base64," in html
+
+
+# --------------------------------------------------------------------------- the study's scoring
+
+#: elemental phases and one extra compound added as r2SCAN reference entries (not in the split)
+PHASES = {
+    "ref-O": (
+        "O2",
+        lambda: Structure(Lattice.cubic(8.0), ["O", "O"], [[0, 0, 0], [1.21, 0, 0]], coords_are_cartesian=True),
+    ),
+    "ref-Ni": ("Ni", lambda: _cubic(3.52, "Ni", FCC)),
+    "ref-Mn": ("Mn", lambda: _cubic(2.86, "Mn", BCC)),
+    "ref-Cr": ("Cr", lambda: _cubic(2.88, "Cr", BCC)),
+    "ref-V": ("V", lambda: _cubic(3.03, "V", BCC)),
+    "ref-Sr": ("Sr", lambda: _cubic(6.08, "Sr", FCC)),
+    "ref-Mg": ("Mg", lambda: _hcp(3.21, 5.21, "Mg")),
+    "ref-Zr": ("Zr", lambda: _hcp(3.23, 5.15, "Zr")),
+    "ref-Cr2O3": ("Cr2O3", lambda: _catalogue("Cr2O3")),
+}
+FCC = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+BCC = [[0, 0, 0], [0.5, 0.5, 0.5]]
+
+
+def _cubic(a, element, sites):
+    return Structure(Lattice.cubic(a), [element] * len(sites), sites)
+
+
+def _hcp(a, c, element):
+    return Structure(Lattice.hexagonal(a, c), [element] * 2, [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
+
+
+def _catalogue(formula):
+    from crossfid.structures.prototypes import CATALOGUE, build_prototype
+
+    return build_prototype(next(p for p in CATALOGUE if p.formula == formula))
+
+
+def _add_reference_phases(engine) -> None:
+    """Relax each phase with chgnet-r2scan (the tiny corpus' labeller) and store it as an r2SCAN reference entry."""
+    from crossfid.benchmarks.relax import relax_structure
+    from crossfid.ingest.loader import ingest
+    from crossfid.ingest.records import Bundle, Material, ReferenceEntry
+
+    model = load_potential("chgnet-r2scan")
+    bundles = []
+    for material_id, (_, build) in PHASES.items():
+        relaxed = relax_structure(model, build(), fmax=0.05, steps=200)
+        assert relaxed.ok, (material_id, relaxed.failure)
+        structure = Structure.from_dict(relaxed.structure)
+        reference = ReferenceEntry(
+            fidelity="r2SCAN",
+            energy_per_atom=relaxed.energy_per_atom,
+            n_atoms=len(structure),
+            structure=relaxed.structure,
+            entry_id=material_id,
+        )
+        material = Material.from_atomic_numbers(material_id, structure.atomic_numbers)
+        bundles.append(Bundle(material=material, location=f"test:{material_id}", references=[reference]))
+    assert ingest(engine, "reference-phases", "demo", bundles).quarantined == 0
+
+
+def _runs(engine, benchmark: str) -> list[BenchmarkRun]:
+    with Session(engine) as session:
+        runs = session.scalars(
+            select(BenchmarkRun).where(BenchmarkRun.benchmark == benchmark).order_by(BenchmarkRun.id)
+        ).all()
+        for run in runs:
+            session.expunge(run)
+    return runs
+
+
+def _items(engine, run_id: int) -> dict[str, BenchmarkItem]:
+    with Session(engine) as session:
+        items = session.scalars(select(BenchmarkItem).where(BenchmarkItem.run_id == run_id)).all()
+        for item in items:
+            session.expunge(item)
+    return {i.item: i for i in items}
+
+
+def _truth_from_the_database(engine, split_id, scored, quantity):
+    from crossfid.benchmarks.thermo import decomposition_truth, formation_truth
+
+    with Session(engine) as session:
+        entries = [(e.material, e.formula, e.energy_per_atom) for e in load_entries(session, split_id)]
+    return (formation_truth if quantity == "formation" else decomposition_truth)(entries, scored), entries
+
+
+def test_the_studys_scored_sets_and_failures_that_never_change_the_dft_truth(split_engine, dask_client):
+    _add_reference_phases(split_engine)
+    tiny = refresh(
+        split_engine,
+        "tiny",
+        benchmarks={"formation-energy": FormationEnergy(QUICK), "decomposition-energy": DecompositionEnergy(QUICK)},
+        models=["chgnet-0.3.0"],
+        client=dask_client,
+    )
+    assert not tiny.failed and len(tiny.ran) == 2
+    [formation_run], [decomposition_run] = (
+        _runs(split_engine, "formation-energy"),
+        _runs(split_engine, "decomposition-energy"),
+    )
+    # the scored set is a parameter stored with the run; its size and what lacks a DFT value are in its data
+    assert formation_run.parameters["scored"] == "all" and decomposition_run.parameters["scored"] == "test"
+    assert formation_run.version == decomposition_run.version == 2
+    assert formation_run.data["n_scored"] == 19 and formation_run.data["n_with_dft_value"] == 18
+    assert formation_run.data["elements_without_elemental_entry"] == ["Ga", "As"]
+
+    # formation energy: every material of the fidelity (the split's 10 and the 9 added entries), GaAs without DFT value
+    formation = _items(split_engine, formation_run.id)
+    assert set(formation) == {f"demo-{i:04d}" for i in range(1, 11)} | set(PHASES)
+    assert formation["demo-0002"].failure == "no DFT value: no elemental reference entry for Ga, As"
+    truth, _ = _truth_from_the_database(split_engine, 1, sorted(formation), "formation")
+    assert {m: i.result["dft"] for m, i in formation.items() if i.ok} == truth.values
+    metrics = _metrics(split_engine, "chgnet-0.3.0", "formation-energy")
+    assert metrics["no_dft_value"] == 1 and metrics["failed_scored"] == 0 and metrics["failed_share"] == 0
+
+    # decomposition energy: scored on the test materials (CrO2, Fe) only, on hulls of every r2SCAN entry
+    decomposition = _items(split_engine, decomposition_run.id)
+    assert set(decomposition) == {"demo-0001", "demo-0004"} and all(i.ok for i in decomposition.values())
+    truth, entries = _truth_from_the_database(split_engine, 1, ["demo-0001", "demo-0004"], "decomposition")
+    assert {m: i.result["dft"] for m, i in decomposition.items()} == truth.values
+    from crossfid.benchmarks.thermo import decomposition_truth
+
+    without_cr2o3 = decomposition_truth([e for e in entries if e[0] != "ref-Cr2O3"], ["demo-0001"])
+    assert without_cr2o3.values["demo-0001"] != pytest.approx(truth.values["demo-0001"])  # Cr2O3 is on CrO2's hull
+    assert decomposition_run.data["n_relaxed"] == 5  # CrO2, Cr, O2, Cr2O3, and Fe
+
+    # a model whose Sr, Mg and Zr phases "fail" (an atom farther than 3 Å from its nearest neighbour)
+    tight = RelaxSettings(fmax=0.05, steps=200, max_nn_distance=3.0)
+    refresh(
+        split_engine,
+        "tiny",
+        benchmarks={"formation-energy": FormationEnergy(tight), "decomposition-energy": DecompositionEnergy(tight)},
+        models=["chgnet-0.3.0"],
+        client=dask_client,
+    )
+    failing = _runs(split_engine, "formation-energy")[-1]
+    assert failing.data_hash == formation_run.data_hash and failing.data == formation_run.data
+    items = _items(split_engine, failing.id)
+    dft = {m: i.result["dft"] for m, i in items.items() if "dft" in i.result}
+    assert dft == {m: i.result["dft"] for m, i in formation.items() if i.ok}  # the same DFT truth
+    own = {"ref-Sr", "ref-Mg", "ref-Zr"}
+    assert all(items[m].failure.startswith("relaxation failed: ") for m in own)
+    for material, element in (("demo-0007", "Sr"), ("demo-0006", "Mg"), ("demo-0008", "Zr")):
+        assert items[material].failure.startswith(f"no model reference state for {element}")
+        assert items[material].result["cause"] == "model"
+    with Session(split_engine) as session:
+        counts = dict(
+            session.execute(
+                select(BenchmarkMetric.name, BenchmarkMetric.value).where(BenchmarkMetric.run_id == failing.id)
+            ).all()
+        )
+        n = session.scalar(
+            select(BenchmarkMetric.n).where(
+                BenchmarkMetric.run_id == failing.id, BenchmarkMetric.name == "failed_share"
+            )
+        )
+    assert counts["failed_scored"] == 6 and n == 18 and counts["failed_share"] == pytest.approx(6 / 18)
+    assert counts["failed_relaxations"] == 3 and counts["no_dft_value"] == 1
+    again = _runs(split_engine, "decomposition-energy")[-1]
+    assert {m: i.result["dft"] for m, i in _items(split_engine, again.id).items()} == truth.values
+
+
+def test_the_scored_set_is_a_parameter_and_an_empty_benchmark_is_an_error(split_engine, dask_client):
+    assert FormationEnergy().parameters()["scored"] == "all" and DecompositionEnergy().parameters()["scored"] == "test"
+    chosen = SimpleNamespace(relax=QUICK, crystals=None, scored={"formation-energy": "test"})  # the command line's
+    assert FormationEnergy.from_options(chosen).parameters() == {"relax": QUICK.__dict__, "scored": "test"}
+    assert DecompositionEnergy.from_options(Options(QUICK)).scored == "test"
+    with pytest.raises(BenchmarkError, match="unknown scored set 'train'"):
+        DecompositionEnergy(scored="train")
+
+    with Session(split_engine) as session:
+        on_test = FormationEnergy(QUICK, scored="test").prepare(session, 1)
+        on_all = FormationEnergy(QUICK).prepare(session, 1)
+    assert on_test.payload.truth.scored == ("demo-0001", "demo-0004") and len(on_all.payload.truth.scored) == 10
+    assert on_test.data_hash != on_all.data_hash and on_test.data["scored"] == "test"
+
+    def refused(statement: str, benchmark, message: str) -> None:
+        with Session(split_engine) as session:
+            session.execute(text(statement))
+            with pytest.raises(BenchmarkError, match=message):
+                benchmark.prepare(session, 1)
+            session.rollback()
+
+    elemental = "SELECT id FROM materials WHERE n_elements = 1"
+    test = "SELECT material_id FROM split_members WHERE part = 'test'"
+    for benchmark in (FormationEnergy(QUICK), DecompositionEnergy(QUICK)):
+        refused(
+            "UPDATE reference_entries SET structure = NULL", benchmark, "no reference entry with a structure at r2SCAN"
+        )
+        refused(
+            f"DELETE FROM reference_entries WHERE material_id IN ({elemental})",
+            benchmark,
+            "no elemental reference entry at r2SCAN",
+        )
+    refused(
+        f"DELETE FROM reference_entries WHERE material_id IN ({test})",
+        DecompositionEnergy(QUICK),
+        "none of the 2 test materials of split 1 has a reference entry with a structure at r2SCAN",
+    )
+    refused(
+        "DELETE FROM reference_entries WHERE material_id = (SELECT id FROM materials WHERE formula = 'Fe')",
+        FormationEnergy(QUICK, scored="test"),
+        r"none of the 2 scored materials \(test\) has a DFT formation energy at r2SCAN: "
+        "no elemental reference entry for O, Cr",
+    )
+    # the refresh records it as a failure to prepare, naming what is missing, and runs nothing
+    with split_engine.begin() as conn:
+        conn.execute(text("UPDATE reference_entries SET structure = NULL"))
+    summary = refresh(split_engine, "tiny", benchmarks={"formation-energy": FormationEnergy(QUICK)}, client=dask_client)
+    assert not summary.ran and len(summary.failed) == 2
+    assert all("no reference entry with a structure at r2SCAN" in error for _, _, error in summary.failed)
 
 
 def test_schedule_runs_until_stopped_and_a_sigterm_ends_the_scheduler_cleanly(tmp_path):

@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -26,6 +27,8 @@ from crossfid.vocabulary import (
     FIDELITY_NAMES,
     MATERIAL_RULES,
     METHOD_NAMES,
+    MODEL_KINDS,
+    MODEL_ROLES,
     RUN_STATUSES,
     TASK_TYPES,
     TRAINING_STATUSES,
@@ -154,6 +157,8 @@ LIVE_VOCABULARIES = {
     "ENERGY_QUANTITIES:reference_entries": ENERGY_QUANTITIES,
     "MATERIAL_RULES": MATERIAL_RULES,
     "ENERGY_LABELS": ENERGY_LABELS,
+    "MODEL_KINDS": MODEL_KINDS,
+    "MODEL_ROLES": MODEL_ROLES,
 }
 
 
@@ -216,3 +221,32 @@ def test_revision_0007_rebuilds_revision_0005s_leaderboard_view(engine):
     migrate.downgrade(engine, "0006")
     assert definition() == original
     migrate.upgrade(engine)
+
+
+def test_revision_0010_round_trip_removes_peers_and_restores_the_board(engine):
+    """Downgrading to 0009 drops peer models (their runs with them) and the view's new columns; upgrading restores
+    them. A calculator is a peer with a factory, never a base model."""
+    from sqlalchemy.exc import IntegrityError
+
+    def view_columns() -> list[str]:
+        with engine.connect() as conn:
+            return [c["name"] for c in inspect(conn).get_columns("leaderboard")]
+
+    insert_peer = text(
+        "INSERT INTO models (name, family, kind, role, fidelities, sha256, path, factory) "
+        "VALUES ('emt', 'ASE', 'calculator', :role, '{GGA}', repeat('a', 64), '', 'ase.calculators.emt:EMT')"
+    )
+    with engine.begin() as conn:
+        conn.execute(insert_peer, {"role": "peer"})
+    with engine.begin() as conn, pytest.raises(IntegrityError, match="calculator_is_peer"):
+        conn.execute(text("UPDATE models SET role = 'base' WHERE name = 'emt'"))
+    head = view_columns()
+    assert {"family", "origin", "labeller", "forgetting_force_mae"} <= set(head)
+    migrate.downgrade(engine, "0009")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM models")).scalar_one() == 0
+        columns = {c["name"] for c in inspect(conn).get_columns("benchmark_runs")}
+    assert "labelled_by" not in columns
+    assert not {"family", "origin", "labeller", "forgetting_force_mae"} & set(view_columns())
+    migrate.upgrade(engine)
+    assert view_columns() == head

@@ -54,6 +54,8 @@ def catalogue_corpus(tmp_path_factory):
 
     settings = DemoSettings(
         max_steps=3,
+        elemental_phases=False,
+        labeller="chgnet",
         static_rate=0.0,
         single_fidelity_fraction=0.0,
         flaws=FlawRates(
@@ -169,12 +171,48 @@ def test_referenced_correlation_on_the_demo_corpus_is_much_higher_than_raw(split
         run_correlation(split_engine, ["HSE06"], TARGET, out_dir=tmp_path)
 
 
+#: the catalogue's elemental phases are metals and semiconductors: O2 and F2 are added (in a box) at both fidelities
+GASES = {"O": 1.21, "F": 1.42}  # bond lengths (Å) of the starting dimers
+
+
+def _add_gas_references(engine) -> dict[str, dict[str, float]]:
+    """Relax O2 and F2 with each fidelity's demo labeller and store them as reference entries; μ by fidelity."""
+    from pymatgen.core import Lattice, Structure
+
+    from crossfid.benchmarks.relax import relax_structure
+    from crossfid.ingest.loader import ingest
+    from crossfid.ingest.records import Bundle, Material, ReferenceEntry
+    from crossfid.potentials.base import load_potential
+
+    labellers = {"GGA": load_potential("chgnet-0.3.0"), "r2SCAN": load_potential("chgnet-r2scan")}
+    bundles, energies = [], {}
+    for element, bond in GASES.items():
+        dimer = Structure(Lattice.cubic(8.0), [element] * 2, [[0, 0, 0], [bond, 0, 0]], coords_are_cartesian=True)
+        references = []
+        for fidelity, model in labellers.items():
+            relaxed = relax_structure(model, dimer, fmax=0.05, steps=200, relax_cell=False)
+            assert relaxed.ok, (element, fidelity, relaxed.failure)
+            energies.setdefault(fidelity, {})[element] = relaxed.energy_per_atom
+            references.append(ReferenceEntry(fidelity, relaxed.energy_per_atom, n_atoms=2, structure=relaxed.structure))
+        material = Material.from_atomic_numbers(f"ref-{element}2", dimer.atomic_numbers)
+        bundles.append(Bundle(material=material, location=f"test:{element}2", references=references))
+    assert ingest(engine, "reference-gases", "demo", bundles).quarantined == 0
+    return energies
+
+
 def test_shifts_importance_and_their_figures_match_the_stored_numbers(split_engine, tmp_path):
+    from pymatgen.core import Composition
+
     shifts = run_shifts(split_engine, SOURCE, TARGET)
     overall = shifts.result["overall"]
     assert overall["n"] == shifts.n_materials and overall["mean"] < -0.5  # r2SCAN sits eV/atom below GGA here
     assert {item["symbol"] for item in shifts.result["by_element"]} >= {"O", "Fe", "W"}
 
+    # the catalogue's elemental entries are metals and semiconductors only: no compound has references for all its
+    # elements, and an element's own phases have nothing to rank
+    with pytest.raises(AnalysisError, match=r"only 0 of the \d+ materials shared .* are compounds .* O.* at r2SCAN"):
+        run_importance(split_engine, SOURCE, TARGET, plot=False)
+    gases = _add_gas_references(split_engine)
     outcome = run_importance(split_engine, SOURCE, TARGET, corrections="both", out_dir=tmp_path)
     variants = outcome.result["variants"]
     assert set(variants) == {"none", "mp2020"}
@@ -183,9 +221,58 @@ def test_shifts_importance_and_their_figures_match_the_stored_numbers(split_engi
         assert len(variant["difference"]) == len(variant["material_ids"])
         shown = read_data(outcome.figures[f"importance_{name}"])
         assert shown["importance"] == pytest.approx(variant["normalised"])
-    assert len(variants["none"]["material_ids"]) == outcome.n_materials
+
+    # only materials whose every element has an elemental entry at both fidelities; the others counted, never
+    # referenced to an AtomRef value
+    with Session(split_engine) as session:
+        rows = session.execute(
+            text(
+                "SELECT m.external_id, m.formula, m.n_elements, r.fidelity, r.energy_per_atom FROM reference_entries r "
+                "JOIN materials m ON m.id = r.material_id"
+            )
+        ).all()
+    energy = {(r.external_id, "r2SCAN" if r.fidelity == "r2SCAN" else "GGA"): r.energy_per_atom for r in rows}
+    formula = {r.external_id: r.formula for r in rows}
+    mu: dict[str, dict[str, float]] = {"GGA": {}, "r2SCAN": {}}
+    for r in rows:
+        if r.n_elements == 1:
+            side = mu["r2SCAN" if r.fidelity == "r2SCAN" else "GGA"]
+            element = Composition(r.formula).elements[0].symbol
+            side[element] = min(side.get(element, np.inf), r.energy_per_atom)
+    assert {e: mu[f][e] for f in mu for e in GASES} == {e: gases[f][e] for f in gases for e in GASES}
+    referenced = set(mu["GGA"]) & set(mu["r2SCAN"])
+    shared = sorted({m for m, f in energy if f == "GGA"} & {m for m, f in energy if f == "r2SCAN"})
+    usable = [m for m in shared if {el.symbol for el in Composition(formula[m]).elements} <= referenced]
+    record = outcome.result["left_out_no_elemental_reference"]
+    assert record["n"] == len(shared) - len(usable) > 10 and record["of"] == len(shared) == outcome.n_materials
+    assert set(record["materials"]) == set(shared) - set(usable)
+    assert record["by_element"]["r2SCAN"]["Sr"] == sum("Sr" in formula[m] for m in shared)
+    assert variants["none"]["material_ids"] == usable and len(usable) >= 15
+    assert {"NiO", "WO3", "LiF", "FeF2"} <= {formula[m] for m in usable}
+
+    def formation(m, fidelity):
+        fractions = Composition(formula[m]).fractional_composition
+        return energy[(m, fidelity)] - sum(x * mu[fidelity][el.symbol] for el, x in fractions.items())
+
+    expected = [formation(m, "GGA") - formation(m, "r2SCAN") for m in usable]
+    assert variants["none"]["difference"] == pytest.approx(expected, abs=1e-9)
+    assert variants["none"]["n_left_out_no_elemental_reference"] == record["n"]
+    assert any("left out" in note for note in outcome.notes)
     # MP2020 corrections change the oxides' and fluorides' formation energies, so the difference changes
     assert variants["mp2020"]["difference"] != variants["none"]["difference"]
+
+    with pytest.raises(AnalysisError, match="never AtomRef values"):
+        run_importance(split_engine, SOURCE, TARGET, source_atomref="chgnet-0.3.0", plot=False)
+    # without elemental entries at r2SCAN nothing is left to compare: an error naming what is missing
+    with split_engine.begin() as conn:
+        conn.execute(
+            text(
+                "DELETE FROM reference_entries WHERE fidelity = 'r2SCAN' "
+                "AND material_id IN (SELECT id FROM materials WHERE n_elements = 1)"
+            )
+        )
+    with pytest.raises(AnalysisError, match=r"only 0 of the \d+ materials shared .* \(none for .*O.* at r2SCAN\)"):
+        run_importance(split_engine, SOURCE, TARGET, plot=False)
 
 
 def test_transferability_report_recommends_referencing(split_engine, tmp_path):

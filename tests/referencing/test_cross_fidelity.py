@@ -16,6 +16,7 @@ from crossfid.referencing.cross_fidelity import (
     correlation,
     element_importance,
     elemental_references,
+    formation_against_elements,
     formation_energies,
     referenced_correlation,
     shift_statistics,
@@ -264,6 +265,28 @@ def test_elemental_references_take_the_lowest_single_element_energy():
     ef = formation_energies(c, e, mu)
     assert ef[:4] == pytest.approx([0.0, 0.1, 0.0, -7.0 + 6.45])
     assert np.isnan(ef[4:]).all()
+
+
+def test_formation_against_elements_leaves_out_and_lists_materials_without_elemental_references():
+    from crossfid.referencing.package_atomrefs import package_atomref_values
+
+    c = _matrix(["FeO", "Fe2O3", "NaCl", "Fe", "FeF2"])
+    e = np.array([-7.0, -6.8, -3.5, -7.9, -5.0])
+    elemental = _matrix(["Fe", "Fe", "O2", "Na"])
+    result = formation_against_elements(c, e, elemental, [-8.0, -7.9, -4.9, -1.3])
+    assert result.references == {"O": -4.9, "Na": -1.3, "Fe": -8.0}
+    assert result.kept.tolist() == [True, True, False, True, False]
+    assert result.formation[0] == pytest.approx(-7.0 - (0.5 * -8.0 + 0.5 * -4.9))
+    assert result.formation[3] == pytest.approx(0.1)
+    assert np.isnan(result.formation[[2, 4]]).all()  # no Cl, no F reference state: left out
+    assert result.lacking == ((), (), ("Cl",), (), ("F",))
+    assert result.n_left_out == 2 and result.left_out_by_element() == {"F": 1, "Cl": 1}
+    # AtomRef values are fitted constants, not ground states: O is -8.39 in chgnet-0.3.0's, O2 about -4.9
+    assert package_atomref_values("chgnet-0.3.0")[column_of("O")] == pytest.approx(-8.39, abs=0.01)
+    no_oxygen = formation_against_elements(c[:2], e[:2], _matrix(["Fe"]), [-8.0])
+    assert not no_oxygen.kept.any() and no_oxygen.left_out_by_element() == {"O": 2}
+    nothing = formation_against_elements(c[:1], e[:1], np.zeros((0, N_ELEMENTS)), [])
+    assert nothing.lacking == (("O", "Fe"),) and nothing.references == {}
 
 
 # ---------------------------------------------------------------------------- transferability
