@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from crossfid.cli.options import Format, Scheduler, Workers, values
-from crossfid.cli.render import Column, OutputFormat, out, records_rows, render
+from crossfid.cli.render import Column, OutputFormat, out, progress, records_rows, render
 
 app = typer.Typer(
     help="Benchmarks of every registered model and the leaderboard (refresh, show, html).", no_args_is_help=True
@@ -93,15 +92,7 @@ def refresh_command(
             with dask_client(workers, scheduler) as client:
                 out.print(f"dask dashboard: {client.dashboard_link}", highlight=False)
                 target = split if split is not None else newest_frozen_split(engine)
-                columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-                with Progress(*columns, console=out, disable=not out.is_terminal) as progress:
-                    bars: dict[str, int] = {}
-
-                    def report(label: str, done: int, total: int) -> None:
-                        if label not in bars:
-                            bars[label] = progress.add_task(label, total=total)
-                        progress.update(bars[label], completed=done, total=total)
-
+                with progress() as steps:
                     summary = refresh(
                         engine,
                         target,
@@ -109,7 +100,7 @@ def refresh_command(
                         only=benchmark,
                         models=model,
                         client=client,
-                        progress=report,
+                        progress=steps.reporter(count="{done}/{total}"),
                         peers=peers,
                     )
         finally:
