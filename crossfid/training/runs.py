@@ -249,6 +249,8 @@ def start_run(engine: Engine, request: TrainRequest) -> int:
             raise TrainingError(f"split {split.id} is not frozen")
         dataset = session.get(Dataset, split.dataset_id)
         base = resolve_model(session, request.base)
+        if base.role == "peer":
+            raise TrainingError(f"{base.name} is a peer model: peers are benchmarked, not fine-tuned")
         base_atomref = resolve_atomref(session, base.atomref_id) if base.atomref_id else None
         if base_atomref is None:
             raise TrainingError(f"base model {base.name} has no registered AtomRef")

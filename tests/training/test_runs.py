@@ -43,6 +43,14 @@ def _rows(engine, model, run_id):
         return session.scalars(select(model).where(model.run_id == run_id)).all()
 
 
+def test_a_peer_model_is_not_a_base_model(split_engine):
+    request = TrainRequest(split="tiny", method="tl-frozen-atomref", base="sevennet-0", hyperparameters=HP)
+    with pytest.raises(TrainingError, match="sevennet-0 is a peer model: peers are benchmarked, not fine-tuned"):
+        start_run(split_engine, request)
+    with Session(split_engine) as session:
+        assert session.scalar(select(func.count()).select_from(TrainingRun)) == 0
+
+
 def test_method_4_beats_method_3_and_everything_is_recorded(split_engine):
     engine = split_engine
     m3 = train_split(engine, TrainRequest(split="tiny", method="tl-frozen-atomref", hyperparameters=HP, device="cpu"))
