@@ -69,7 +69,13 @@ def relax_many(
         return results
     from dask.distributed import as_completed
 
-    futures = [client.submit(relax_one, spec, item, structure, settings, pure=False) for item, structure in structures]
+    # the largest cells first (and at a higher priority): a long relaxation started last would leave a worker idle
+    order = sorted(range(total), key=lambda i: -len(structures[i][1].get("sites", ())))
+    structures = [structures[i] for i in order]
+    futures = [
+        client.submit(relax_one, spec, item, structure, settings, pure=False, priority=len(structure.get("sites", ())))
+        for item, structure in structures
+    ]
     for future in as_completed(futures):
         try:
             out = future.result()
