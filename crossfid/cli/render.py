@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,8 +23,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+#: columns of output that is not a terminal (CI logs, pipes, files; COLUMNS overrides): room for every digit of a
+#: table, where rich would squeeze it into 80 columns and cut numbers short
+PIPED_WIDTH = 160
+
 #: standard output of every command (rich markup)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH)
 #: standard error: warnings and the one-line error message
 err = Console(stderr=True)
 
