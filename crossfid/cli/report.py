@@ -40,6 +40,6 @@ def study(
     rows = [(SECTION_TITLES[section], counts[section], report.missing.get(section, "shown")) for section in SECTIONS]
     render(["section", "figures", "status"], rows, title=f"study report: {report.dataset}, split {report.split_ref}")
     if report.surrogate:
-        out.print("[yellow]demo data: labels from a surrogate model (CHGNet), not DFT[/]")
+        out.print("[yellow]demo data: labels from a surrogate model (SevenNet-MF-0), not DFT[/]")
     figures = f" with {len(files.figures)} figures in {files.figures[0].path.parent}" if files.figures else ""
     out.print(f"wrote {files.html}\nwrote {files.markdown}{figures}", highlight=False, soft_wrap=True)

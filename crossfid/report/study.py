@@ -284,7 +284,14 @@ def _models(session: Session, split_id: int, runs: list[TrainingRun]) -> list[St
         )
         .order_by(ModelRow.id)
     ).all()
-    models = [_study_model(row, row.role if row.role != "base" else "pretrained") for row in untrained]
+    labellers = {
+        name
+        for names in session.scalars(select(BenchmarkRun.labelled_by).where(BenchmarkRun.split_id == split_id))
+        for name in names or ()
+    }
+    roles = {row.name: "pretrained" if row.role == "base" else row.role for row in untrained}
+    # a model that labelled the benchmarked data has zero error by construction: the table says so
+    models = [_study_model(row, roles[row.name] + " · labeller" * (row.name in labellers)) for row in untrained]
     for run in runs:
         best = session.scalars(
             select(ModelRow).where(ModelRow.run_id == run.id, ModelRow.role == "best").order_by(ModelRow.id.desc())
