@@ -169,8 +169,9 @@ figcaption { color: var(--muted); }
 #errors { color: #c00; }
 """.strip()
 
-# Installed before anything else runs: errors and console.error calls land in <pre id="errors">.
-_ERRORS_JS = """
+#: installed before anything else runs: errors and console.error calls land in <pre id="errors"> (shared by every
+#: crossfid page, so that a browser test reads one place)
+ERRORS_JS = """
 (function () {
   "use strict";
   var box = document.getElementById("errors");
@@ -264,7 +265,8 @@ _SORT_JS = """
 """.strip()
 
 
-def _csp_hash(source: str) -> str:
+def csp_hash(source: str) -> str:
+    """The Content-Security-Policy source allowing exactly this inline script or style."""
     return f"'sha256-{sha256_base64(source.encode('utf-8'))}'"
 
 
@@ -353,7 +355,7 @@ def render_leaderboard_html(
 
     csp = (
         "default-src 'none'; img-src data:; "
-        f"style-src {_csp_hash(_CSS)}; script-src {_csp_hash(_ERRORS_JS)} {_csp_hash(_SORT_JS)}; "
+        f"style-src {csp_hash(_CSS)}; script-src {csp_hash(ERRORS_JS)} {csp_hash(_SORT_JS)}; "
         "base-uri 'none'; form-action 'none'"
     )
     empty_note = "" if rows else '<p class="missing">No models on the leaderboard yet.</p>'
@@ -371,7 +373,7 @@ def render_leaderboard_html(
             "</head>",
             "<body>",
             '<pre id="errors" hidden></pre>',
-            f"<script>{_ERRORS_JS}</script>",
+            f"<script>{ERRORS_JS}</script>",
             "<main>",
             f"<h1>{_e(title)}</h1>",
             f'<p class="generated">Generated {_e(generated_at)}. Click a column header to sort.</p>',

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from crossfid.benchmarks.html import IMAGE_TYPES
-from crossfid.hashing import sha256_base64
+from crossfid.benchmarks.html import ERRORS_JS, IMAGE_TYPES, csp_hash
 from crossfid.report.figures import FigureFile
 from crossfid.report.study import SECTIONS, StudyReport
 from crossfid.report.tables import (
@@ -49,23 +48,6 @@ figure img { max-width: min(40rem, 100%); height: auto; border: 1px solid var(--
 #errors { color: #c00; }
 """.strip()
 
-_ERRORS_JS = """
-(function () {
-  "use strict";
-  var box = document.getElementById("errors");
-  function record(text) { box.textContent += text + "\\n"; box.hidden = false; }
-  window.onerror = function (message, source, line, column) {
-    record("error: " + message + " (" + (source || "page") + ":" + line + ":" + column + ")");
-  };
-  window.addEventListener("unhandledrejection", function (event) { record("unhandled rejection: " + event.reason); });
-  var consoleError = console.error;
-  console.error = function () {
-    record("console.error: " + Array.prototype.join.call(arguments, " "));
-    return consoleError.apply(console, arguments);
-  };
-})();
-""".strip()
-
 _FIGURE_CHECK_JS = """
 (function () {
   "use strict";
@@ -84,10 +66,6 @@ _FIGURE_CHECK_JS = """
 
 def _e(value: object) -> str:
     return escape(str(value), quote=True)
-
-
-def _csp_source(source: str) -> str:
-    return f"'sha256-{sha256_base64(source.encode('utf-8'))}'"
 
 
 def _cell(cell: Cell, header: bool = False) -> str:
@@ -163,7 +141,7 @@ def render_study_html(report: StudyReport, figures: Sequence[FigureFile]) -> str
     """The report page as a string; ``figures`` are embedded in their sections."""
     csp = (
         "default-src 'none'; img-src data:; "
-        f"style-src {_csp_source(_CSS)}; script-src {_csp_source(_ERRORS_JS)} {_csp_source(_FIGURE_CHECK_JS)}; "
+        f"style-src {csp_hash(_CSS)}; script-src {csp_hash(ERRORS_JS)} {csp_hash(_FIGURE_CHECK_JS)}; "
         "base-uri 'none'; form-action 'none'"
     )
     title = f"crossfid study report: {report.dataset}, split {report.split_ref}"
@@ -182,7 +160,7 @@ def render_study_html(report: StudyReport, figures: Sequence[FigureFile]) -> str
             "</head>",
             "<body>",
             '<pre id="errors" hidden></pre>',
-            f"<script>{_ERRORS_JS}</script>",
+            f"<script>{ERRORS_JS}</script>",
             "<main>",
             *_header(report),
             *(_section(report, section, figures) for section in SECTIONS),
