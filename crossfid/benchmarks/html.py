@@ -270,6 +270,33 @@ def csp_hash(source: str) -> str:
     return f"'sha256-{sha256_base64(source.encode('utf-8'))}'"
 
 
+def page_opening(title: str, css: str, scripts: Sequence[str]) -> list[str]:
+    """The lines of a self-contained crossfid page up to ``<main>``: a CSP allowing exactly ``css``, the
+    error-capture script and ``scripts`` (to be placed by the caller) and ``data:`` images; the error box."""
+    script_sources = " ".join(csp_hash(script) for script in (ERRORS_JS, *scripts))
+    csp = (
+        "default-src 'none'; img-src data:; "
+        f"style-src {csp_hash(css)}; script-src {script_sources}; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<meta name="generator" content="crossfid">',
+        f"<title>{escape(title, quote=True)}</title>",
+        f"<style>{css}</style>",
+        "</head>",
+        "<body>",
+        '<pre id="errors" hidden></pre>',
+        f"<script>{ERRORS_JS}</script>",
+        "<main>",
+    ]
+
+
 def render_leaderboard_html(
     columns: list[str],
     rows: list[dict],
@@ -353,28 +380,10 @@ def render_leaderboard_html(
     if notes:
         notes_html = '<ul class="notes">' + "".join(f"<li>{_e(note)}</li>" for note in notes) + "</ul>"
 
-    csp = (
-        "default-src 'none'; img-src data:; "
-        f"style-src {csp_hash(_CSS)}; script-src {csp_hash(ERRORS_JS)} {csp_hash(_SORT_JS)}; "
-        "base-uri 'none'; form-action 'none'"
-    )
     empty_note = "" if rows else '<p class="missing">No models on the leaderboard yet.</p>'
     return "\n".join(
         [
-            "<!DOCTYPE html>",
-            '<html lang="en">',
-            "<head>",
-            '<meta charset="utf-8">',
-            f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            '<meta name="generator" content="crossfid">',
-            f"<title>{_e(title)}</title>",
-            f"<style>{_CSS}</style>",
-            "</head>",
-            "<body>",
-            '<pre id="errors" hidden></pre>',
-            f"<script>{ERRORS_JS}</script>",
-            "<main>",
+            *page_opening(title, _CSS, [_SORT_JS]),
             f"<h1>{_e(title)}</h1>",
             f'<p class="generated">Generated {_e(generated_at)}. Click a column header to sort.</p>',
             notes_html,

@@ -46,6 +46,7 @@ from crossfid.potentials.base import (
     Relaxation,
     encode_options,
     register_family,
+    torch_worker_setup,
 )
 
 FAMILY = "ASE"
@@ -275,12 +276,7 @@ class AsePotential(Potential):
     @classmethod
     def setup_worker(cls) -> None:
         """One torch thread for the process (kept), Dask's malloc thresholds undone, warnings filtered."""
-        import torch
-
-        from crossfid.potentials.chgnet import _undo_nanny_malloc_trim
-
-        _undo_nanny_malloc_trim()
-        torch.set_num_threads(1)
+        torch_worker_setup()
         cls.filter_warnings()
 
     @classmethod

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,14 @@ from typing import Any
 import numpy as np
 
 from crossfid.errors import IntegrityError, NotFoundError
-from crossfid.potentials.base import ModelSpec, Potential, Prediction, Relaxation, register_family
+from crossfid.potentials.base import (
+    ModelSpec,
+    Potential,
+    Prediction,
+    Relaxation,
+    register_family,
+    torch_worker_setup,
+)
 
 FAMILY = "CHGNet"  # the models.family of every CHGNet row
 
@@ -244,10 +250,7 @@ class ChgnetPotential(Potential):
     @classmethod
     def setup_worker(cls) -> None:
         """One torch thread for the process (kept), chgnet's stress warning silenced, malloc thresholds restored."""
-        import torch
-
-        _undo_nanny_malloc_trim()
-        torch.set_num_threads(1)
+        torch_worker_setup()
         cls.filter_warnings()
 
     @classmethod
@@ -269,33 +272,6 @@ class ChgnetPotential(Potential):
             yield
         finally:
             torch.set_num_threads(before)
-
-
-_MALLOC_TUNED = False
-
-
-def _undo_nanny_malloc_trim() -> None:
-    """Give glibc malloc back its normal thresholds in a Dask worker process (once).
-
-    The Dask Nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting that
-    also freezes glibc's dynamic mmap threshold at 128 KiB, so every larger torch
-    buffer is mmapped and unmapped again: measured on 2 cores, chgnet relaxations
-    ran ~2× slower in workers (and serially with the variable set: 45 s instead of
-    24 s for 8 materials). Raising the trim (64 MiB) and mmap (32 MiB) thresholds
-    restores the speed. Only done when that variable is set, on glibc.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        return
-    _MALLOC_TUNED = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 64 * 1024 * 1024)  # M_TRIM_THRESHOLD
-        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to undo
-        pass
 
 
 register_family(FAMILY, _load, lambda: ChgnetPotential)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from crossfid.benchmarks.html import ERRORS_JS, IMAGE_TYPES, csp_hash
+from crossfid.benchmarks.html import IMAGE_TYPES, page_opening
 from crossfid.report.figures import FigureFile
 from crossfid.report.study import SECTIONS, StudyReport
 from crossfid.report.tables import (
@@ -139,29 +139,11 @@ def _section(report: StudyReport, section: str, figures: Sequence[FigureFile]) -
 
 def render_study_html(report: StudyReport, figures: Sequence[FigureFile]) -> str:
     """The report page as a string; ``figures`` are embedded in their sections."""
-    csp = (
-        "default-src 'none'; img-src data:; "
-        f"style-src {csp_hash(_CSS)}; script-src {csp_hash(ERRORS_JS)} {csp_hash(_FIGURE_CHECK_JS)}; "
-        "base-uri 'none'; form-action 'none'"
-    )
     title = f"crossfid study report: {report.dataset}, split {report.split_ref}"
     provenance = [render_table(t) for t in provenance_tables(report)]
     return "\n".join(
         [
-            "<!DOCTYPE html>",
-            '<html lang="en">',
-            "<head>",
-            '<meta charset="utf-8">',
-            f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            '<meta name="generator" content="crossfid">',
-            f"<title>{_e(title)}</title>",
-            f"<style>{_CSS}</style>",
-            "</head>",
-            "<body>",
-            '<pre id="errors" hidden></pre>',
-            f"<script>{ERRORS_JS}</script>",
-            "<main>",
+            *page_opening(title, _CSS, [_FIGURE_CHECK_JS]),
             *_header(report),
             *(_section(report, section, figures) for section in SECTIONS),
             '<section id="provenance">',
