@@ -39,7 +39,7 @@ demo: $(STAMP)
 	    count(*) AS frames, round(avg(n_atoms), 1) AS mean_atoms FROM v_frames GROUP BY fidelity ORDER BY fidelity"
 	$(BIN)/crossfid curate --fidelity r2SCAN --workers 2 --freeze demo-r2scan --energy-label uncorrected
 	$(BIN)/crossfid dataset split demo-r2scan --ratios 8:1:1 --seed 0
-	$(BIN)/crossfid atomref fit demo-r2scan@0
+	$(BIN)/crossfid atomref fit demo-r2scan@0 --fill-from chgnet-r2scan --prior chgnet-r2scan --prior-weight 100
 	$(BIN)/crossfid analyze transferability --source GGA,GGA+U --target demo-r2scan@0
 	$(BIN)/crossfid analyze importance --source GGA,GGA+U --target r2SCAN --top 8
 	$(BIN)/crossfid train --split demo-r2scan@0 --method tl-frozen-atomref --epochs $(DEMO_EPOCHS) --batch-size 16

@@ -27,6 +27,8 @@ from pathlib import Path
 
 CROSSFID = str(Path(sys.executable).with_name("crossfid"))
 METHODS = {"tl-refit-atomref": 4, "scratch": 1, "tl-frozen-atomref": 3}
+#: the fit make demo makes (and the one crossfid train makes when given no AtomRef)
+ATOMREF_FIT = ("--fill-from", "chgnet-r2scan", "--prior", "chgnet-r2scan", "--prior-weight", "100")
 
 
 def run(*args: str, env: dict[str, str], capture: bool = False) -> str:
@@ -63,7 +65,7 @@ def main() -> None:
         t0 = time.perf_counter()
         run("dataset", "split", "order", "--ratios", "8:1:1", "--seed", str(seed), env=env)
         split = f"order@{seed}"
-        run("atomref", "fit", split, env=env)
+        run("atomref", "fit", split, *ATOMREF_FIT, env=env)
         for method in METHODS:
             run("train", "--split", split, "--method", method, "--epochs", str(args.epochs),
                 "--batch-size", str(args.batch_size), env=env)  # fmt: skip

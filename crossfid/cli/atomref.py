@@ -52,6 +52,15 @@ def fit(
     prior: Annotated[
         str | None, typer.Option(help="AtomRef that element energies the data cannot separate are pulled towards.")
     ] = None,
+    prior_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Also pull every element towards --prior, as this many rows of the pure element "
+            "(frames, or materials with --weight material); 0: only inseparable ones. "
+            "crossfid train's own fits pull towards the shipped AtomRef (docs/referencing.md).",
+        ),
+    ] = 0.0,
     name: Annotated[str | None, typer.Option(help="Name of the stored AtomRef (default: from the split).")] = None,
 ) -> None:
     """Fit per-element reference energies on a split's training part (least squares, SVD) and store them."""
@@ -60,7 +69,14 @@ def fit(
     engine = _engine()
     try:
         ref, created = fit_split_atomref(
-            engine, split, part=part, weighting=weight.value, fill_from=fill_from, prior=prior, name=name
+            engine,
+            split,
+            part=part,
+            weighting=weight.value,
+            fill_from=fill_from,
+            prior=prior,
+            prior_weight=prior_weight,
+            name=name,
         )
     finally:
         engine.dispose()
@@ -87,6 +103,8 @@ def _print_atomref(ref) -> None:
         prior = ref.provenance.get("prior")
         how = f"values closest to the prior {prior}" if prior else "minimum-norm values"
         _line("unidentifiable", f"{' '.join(ref.unidentifiable)}: only their combination is fixed by the data ({how})")
+    if ref.provenance.get("prior_weight"):
+        _line("prior", f"{ref.provenance['prior']}, weight {ref.provenance['prior_weight']:g} rows of each element")
     if ref.filled:
         source = ref.provenance.get("fill_from") or "the fill AtomRef"
         _line("filled", f"{_elements_text(ref.filled)} (from {source})")

@@ -24,6 +24,15 @@ Elements the data cannot determine
       combination. The fit returns the solution closest to ``prior`` (minimum norm
       of ``x − prior``; ``prior`` defaults to 0) and lists them; predictions on
       compositions spanned by the data are exact either way.
+    * *poorly determined* (present in few materials, or always in small fractions):
+      least squares alone lets them swing by eV (on 34 demo materials, Ti came out
+      at −23.4 eV/atom against −14.5 in the AtomRef chgnet fitted on MP's r2SCAN
+      data). ``prior_weight`` λ > 0 adds, for every fitted element, the row
+      ``√λ (x_j − prior_j) = 0``: the prior counts as λ rows of the pure element
+      (frames with frame weighting, materials with material weighting). A
+      well-sampled element moves by O(λ / its rows) from the least-squares value;
+      with MP-sized data and λ = 100 the change is below the fit's noise.
+      Rank, condition number and unidentifiable elements describe the data alone.
 """
 
 from __future__ import annotations
@@ -39,7 +48,9 @@ from crossfid.hashing import atomref_values_hash
 from crossfid.referencing.composition import N_ELEMENTS, SYMBOLS
 
 Weighting = Literal["frame", "material"]
-SOLVER = "numpy.linalg.lstsq (SVD, minimum norm of x - prior)"
+SOLVER = "numpy.linalg.lstsq (SVD, minimum norm of x - prior; optional ridge towards the prior)"
+#: the prior's weight (rows of the pure element) of the fits made for training when no AtomRef is given
+DEFAULT_PRIOR_WEIGHT = 100.0
 
 #: a nullspace component larger than this (relative) marks an element as unidentifiable
 _NULLSPACE_TOL = 1e-8
@@ -133,6 +144,7 @@ def fit_atomref(
     groups: Sequence[Any] | None = None,
     weighting: Weighting = "frame",
     prior: Any | None = None,
+    prior_weight: float = 0.0,
     fill: Any | None = None,
 ) -> AtomRefFit:
     """Fit per-element reference energies to energies per atom (eV/atom) by weighted least squares.
@@ -140,7 +152,9 @@ def fit_atomref(
     ``composition``: (n, 94) composition fractions; ``energy_per_atom``: (n,) eV/atom;
     ``groups``: the material of each row (required for ``weighting="material"``,
     and used to count materials); ``prior``: (94,) values that unidentifiable
-    combinations are pulled towards (NaN entries count as 0); ``fill``: (94,)
+    combinations are pulled towards (NaN entries count as 0); ``prior_weight``:
+    rows of the pure element the prior counts as for every fitted element (0: it
+    only settles unidentifiable combinations; needs ``prior``); ``fill``: (94,)
     values given to absent elements (NaN entries stay NaN).
     """
     a = _as_composition(composition)
@@ -153,6 +167,10 @@ def fit_atomref(
         raise AtomRefError("compositions and energies must be finite")
     if groups is not None and len(groups) != a.shape[0]:
         raise AtomRefError(f"{a.shape[0]} rows but {len(groups)} group labels")
+    if not (np.isfinite(prior_weight) and prior_weight >= 0):
+        raise AtomRefError(f"prior_weight must be a finite number >= 0, got {prior_weight}")
+    if prior_weight and prior is None:
+        raise AtomRefError("prior_weight needs a prior to pull towards")
     if weighting == "material":
         if groups is None:
             raise AtomRefError("weighting='material' needs the material of every row (groups)")
@@ -169,6 +187,9 @@ def fit_atomref(
     design = a[:, cols] * sw
     rhs = (y - a[:, cols] @ x0[cols]) * sw[:, 0]
     delta, _, rank, singular = np.linalg.lstsq(design, rhs, rcond=None)
+    if prior_weight:
+        ridge = np.sqrt(prior_weight) * np.eye(cols.size)
+        delta = np.linalg.lstsq(np.vstack([design, ridge]), np.concatenate([rhs, np.zeros(cols.size)]), rcond=None)[0]
 
     values = np.full(N_ELEMENTS, np.nan)
     values[cols] = x0[cols] + delta

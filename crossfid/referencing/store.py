@@ -257,12 +257,15 @@ def fit_split_atomref(
     weighting: Weighting = "frame",
     fill_from: str | int | None = None,
     prior: str | int | None = None,
+    prior_weight: float = 0.0,
     name: str | None = None,
 ) -> tuple[StoredAtomRef, bool]:
     """Fit an AtomRef on one part of a split and store it; returns (the AtomRef, whether it is new).
 
     ``fill_from``: an AtomRef whose values are given to elements absent from the
-    data; ``prior``: an AtomRef that unidentifiable combinations are pulled towards.
+    data; ``prior``: an AtomRef that unidentifiable combinations are pulled towards;
+    ``prior_weight``: rows of the pure element the prior also counts as for every
+    fitted element (a ridge towards it, see :func:`crossfid.referencing.atomref.fit_atomref`).
     """
     if part not in ("train", "val", "test"):
         raise AtomRefStoreError(f"unknown split part {part!r} (train, val or test)")
@@ -273,16 +276,19 @@ def fit_split_atomref(
             raise AtomRefStoreError(f"split {split.id} is not frozen: only frozen splits can be fitted on")
         fill = resolve_atomref(session, fill_from) if fill_from is not None else None
         pri = resolve_atomref(session, prior) if prior is not None else None
-        key = json_digest(
-            {
-                "fit_version": FIT_VERSION,
-                "split_hash": split.content_hash,
-                "part": part,
-                "weighting": weighting,
-                "fill": fill.values_hash if fill else None,
-                "prior": pri.values_hash if pri else None,
-            }
-        )
+        if prior_weight and pri is None:
+            raise AtomRefStoreError("--prior-weight needs --prior (the AtomRef to pull towards)")
+        key_fields = {
+            "fit_version": FIT_VERSION,
+            "split_hash": split.content_hash,
+            "part": part,
+            "weighting": weighting,
+            "fill": fill.values_hash if fill else None,
+            "prior": pri.values_hash if pri else None,
+        }
+        if prior_weight:  # absent when 0, so the keys of the fits made before the option still match
+            key_fields["prior_weight"] = float(prior_weight)
+        key = json_digest(key_fields)
         existing = session.scalars(select(AtomRefRow).where(AtomRefRow.fit_key == key)).one_or_none()
         if existing is not None:
             return _stored(session, existing), False
@@ -295,9 +301,11 @@ def fit_split_atomref(
             groups=data.materials,
             weighting=weighting,
             prior=None if pri is None else pri.values,
+            prior_weight=prior_weight,
             fill=None if fill is None else _fill_values(fill),
         )
         extra = "".join(f"/{label}-{ref.name}" for label, ref in (("fill", fill), ("prior", pri)) if ref)
+        extra += f"-w{prior_weight:g}" if prior_weight else ""
         row_name = name or _default_name(dataset, split, part, weighting, extra)
         row = _insert_fit(
             session,
@@ -316,6 +324,7 @@ def fit_split_atomref(
                 "fit_version": FIT_VERSION,
                 "fill_from": None if fill is None else fill.name,
                 "prior": None if pri is None else pri.name,
+                "prior_weight": float(prior_weight),
             },
         )
         return _stored(session, row), True

@@ -41,6 +41,7 @@ from crossfid.db.models import Dataset, SplitMember, SplitSubset, TrainingEpoch,
 from crossfid.hashing import sha256_file
 from crossfid.potentials.base import load_potential
 from crossfid.potentials.chgnet import chgnet_version
+from crossfid.referencing.atomref import DEFAULT_PRIOR_WEIGHT
 from crossfid.referencing.composition import SYMBOLS
 from crossfid.referencing.package_atomrefs import package_atomref_for
 from crossfid.referencing.store import StoredAtomRef, fit_split_atomref, resolve_atomref
@@ -105,7 +106,9 @@ def model_atomref(
         target = resolve_atomref(session, ref)
     else:
         shipped = package_atomref_for(fidelities)
-        target, _ = fit_split_atomref(session.get_bind(), split_id, fill_from=shipped, prior=shipped)
+        target, _ = fit_split_atomref(
+            session.get_bind(), split_id, fill_from=shipped, prior=shipped, prior_weight=DEFAULT_PRIOR_WEIGHT
+        )
         target = resolve_atomref(session, target.id)
     values = target.values.copy()
     missing = np.flatnonzero(np.isnan(values))

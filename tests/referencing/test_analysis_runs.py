@@ -88,6 +88,11 @@ def split_engine(engine, database_url, catalogue_corpus, client):
     return engine
 
 
+def resolve_prior(engine, name: str) -> np.ndarray:
+    with Session(engine) as session:
+        return resolve_atomref(session, name).values
+
+
 def test_split_atomref_is_stored_once_traceable_and_immutable(split_engine):
     engine = split_engine
     ref, created = fit_split_atomref(engine, "cat")
@@ -127,6 +132,20 @@ def test_split_atomref_is_stored_once_traceable_and_immutable(split_engine):
     assert missing == unfitted_in_fill - set(weighted.elements)
     with pytest.raises(AtomRefStoreError, match="already exists"):
         fit_split_atomref(engine, "cat", weighting="material", name=ref.name)
+
+    # a ridge towards the prior is a different fit: its own key, name and recorded weight
+    pulled, created = fit_split_atomref(engine, "cat", prior="chgnet-r2scan", prior_weight=100)
+    plain_prior, _ = fit_split_atomref(engine, "cat", prior="chgnet-r2scan")
+    assert created and pulled.id not in (ref.id, plain_prior.id) and pulled.name.endswith("/prior-chgnet-r2scan-w100")
+    assert pulled.provenance["prior_weight"] == 100 and plain_prior.provenance["prior_weight"] == 0
+    expected = fit_atomref(
+        data.composition, data.energy_per_atom, prior=resolve_prior(engine, "chgnet-r2scan"), prior_weight=100
+    )
+    assert np.allclose(pulled.values[~np.isnan(pulled.values)], expected.values[~np.isnan(expected.values)])
+    again, created_again = fit_split_atomref(engine, "cat", prior="chgnet-r2scan", prior_weight=100)
+    assert (again.id, created_again) == (pulled.id, False)
+    with pytest.raises(AtomRefStoreError, match="needs --prior"):
+        fit_split_atomref(engine, "cat", prior_weight=1)
 
     with pytest.raises(DBAPIError, match="immutable"), engine.begin() as conn:
         conn.execute(text("UPDATE atomrefs SET name = 'changed' WHERE id = :id"), {"id": ref.id})

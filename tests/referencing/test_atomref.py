@@ -199,3 +199,39 @@ def test_fit_reproduces_chgnet_atomref_fit_on_well_posed_data():
     ours = fit_atomref(composition_matrix([s.atomic_numbers for s in structures]), energies)
     cols = [column_of(s) for s in species]
     assert np.allclose(ours.values[cols], theirs.fc.weight.detach().double().numpy().ravel()[cols], atol=1e-4)
+
+
+def test_prior_weight_is_a_ridge_towards_the_prior_counted_in_rows_of_the_pure_element():
+    # 4 frames of pure Fe at -5.0 eV/atom and a prior of -4.0: with weight λ the value is (4·(-5) + λ·(-4)) / (4 + λ)
+    comp = composition_matrix([[26, 26]] * 4)
+    energy = np.full(4, -5.0)
+    prior = np.full(N_ELEMENTS, np.nan)
+    prior[column_of("Fe")] = -4.0
+    assert fit_atomref(comp, energy, prior=prior).values[column_of("Fe")] == pytest.approx(-5.0)
+    assert fit_atomref(comp, energy, prior=prior, prior_weight=4).values[column_of("Fe")] == pytest.approx(-4.5)
+    assert fit_atomref(comp, energy, prior=prior, prior_weight=1e9).values[column_of("Fe")] == pytest.approx(-4.0)
+    with pytest.raises(AtomRefError, match="needs a prior"):
+        fit_atomref(comp, energy, prior_weight=1.0)
+    with pytest.raises(AtomRefError, match="prior_weight"):
+        fit_atomref(comp, energy, prior=prior, prior_weight=-1.0)
+
+
+def test_prior_weight_keeps_a_well_sampled_element_and_settles_a_poorly_sampled_one():
+    # Mg and O are sampled by many MgO frames and an O2 frame; Ti only by 2 frames of TiO2 in a small
+    # fraction with a 0.5 eV/atom error: least squares moves Ti by 1.5 eV, the ridge keeps it near the prior
+    truth = {"Mg": -1.6, "O": -4.9, "Ti": -7.8}
+    structures = [[12, 8]] * 200 + [[8, 8]] * 50 + [[22, 8, 8]] * 2
+    comp = composition_matrix(structures)
+    vector = np.full(N_ELEMENTS, np.nan)
+    for symbol, value in truth.items():
+        vector[column_of(symbol)] = value
+    energy = reference_energies(comp, vector)
+    energy[-2:] -= 0.5  # the two TiO2 frames carry a formation energy the linear model cannot hold
+    prior = vector.copy()
+    plain = fit_atomref(comp, energy, prior=prior)
+    ridge = fit_atomref(comp, energy, prior=prior, prior_weight=10.0)
+    assert plain.values[column_of("Ti")] == pytest.approx(-7.8 - 1.5)
+    assert abs(ridge.values[column_of("Ti")] + 7.8) < 0.3
+    for symbol in ("Mg", "O"):
+        assert abs(ridge.values[column_of(symbol)] - truth[symbol]) < 0.01
+    assert ridge.rank == plain.rank == 3 and ridge.unidentifiable == ()  # rank describes the data alone
