@@ -455,5 +455,6 @@ METHOD_NAMES: tuple[str, ...] = tuple(m.name for m in TRAINING_METHODS)
 #: the ``method`` of a shipped (not trained) model on the leaderboard
 PRETRAINED = "pretrained"
 
-#: short method labels of narrow tables: ``base`` for a shipped model, the study's ``m1``..``m4`` otherwise
-METHOD_LABELS: dict[str, str] = {PRETRAINED: "base", **{m.name: m.label for m in TRAINING_METHODS}}
+#: short method labels of narrow tables: ``shipped`` for a model crossfid did not train (a base model or a
+#: peer), the study's ``m1``..``m4`` otherwise
+METHOD_LABELS: dict[str, str] = {PRETRAINED: "shipped", **{m.name: m.label for m in TRAINING_METHODS}}

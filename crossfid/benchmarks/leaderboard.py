@@ -221,7 +221,8 @@ def show_legend() -> str:
     return (
         f"{'; '.join(parts)}; score: composite (fixed normalisation). Lower is better"
         + (f", except {', '.join(higher)}" if higher else "")
-        + f". Methods: {METHOD_LABELS[PRETRAINED]} (shipped), {labels}. Origin: crossfid (its own fine-tunes), "
+        + f". Methods: {METHOD_LABELS[PRETRAINED]} (not trained by crossfid), {labels}. "
+        "Origin: crossfid (its own fine-tunes), "
         "base (the shipped models it fine-tunes), peer (other families, calculators); a labeller labelled the "
         "benchmark data and is not ranked."
     )

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from crossfid.report.study import ITEM_BENCHMARKS, TEST_METRICS, StudyReport
-from crossfid.vocabulary import METHOD_LABELS
+from crossfid.vocabulary import METHOD_LABELS, PRETRAINED
 
 #: characters of a hash shown in tables (the full hash is in the tooltip and the provenance section)
 SHORT_HASH = 12
@@ -86,7 +86,7 @@ def when(moment: dt.datetime | None) -> str:
 def method_label(method: str) -> str:
     """``tl-refit-atomref (m4)``; models not trained here keep their role (``pretrained``, ``peer``)."""
     short = METHOD_LABELS.get(method)
-    return f"{method} ({short})" if short and short != "base" else method
+    return f"{method} ({short})" if short and method != PRETRAINED else method
 
 
 def _text(value: object) -> Cell:
