@@ -38,6 +38,18 @@ class Strategy(StrEnum):
 class ExportFormat(StrEnum):
     extxyz = "extxyz"
     mptrj = "mptrj"
+    parquet = "parquet"
+
+
+#: ``dataset export``'s argument: a split, or for Parquet also a whole dataset version
+ExportArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="SPLIT|DATASET",
+        help="Split id or DATASET[:VERSION]\\[/STRATEGY]\\[@SEED]; with --format parquet also a whole dataset "
+        "version, NAME or NAME:VERSION (without / or @).",
+    ),
+]
 
 
 class Representatives(StrEnum):
@@ -332,22 +344,43 @@ def verify(
 
 @app.command("export")
 def export(
-    split_ref: SplitArgument,
+    split_ref: ExportArgument,
     directory: Annotated[Path, typer.Option("--out", "-o", help="Output directory.", file_okay=False)] = Path("."),
-    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="extxyz (MACE, NequIP) or mptrj (CHGNet).")] = (
-        ExportFormat.extxyz
-    ),
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option("--format", "-f", help="extxyz (MACE, NequIP), mptrj (CHGNet) or parquet (pandas, polars, HF)."),
+    ] = ExportFormat.extxyz,
     part: Annotated[
         list[str] | None, typer.Option("--part", "-p", help="Parts to export (default train,val,test).")
     ] = None,
     subset: Annotated[int | None, typer.Option(help="Export the nested training subset of this size.")] = None,
+    row_group_size: Annotated[
+        int | None,
+        typer.Option(help="Parquet: frames per row group (memory is bounded by one).", min=1),
+    ] = None,
 ) -> None:
-    """Write each part of a split as extxyz or MPtrj-layout JSON (byte-identical on every export)."""
-    from crossfid.curation.export import export_split
+    """Write a split as extxyz or MPtrj-layout JSON (a file per part), or a split or dataset as one Parquet file.
 
-    parts = values(part) or (["train"] if subset is not None else ["train", "val", "test"])
+    Every export of the same data is byte-identical. Parquet has one row per frame (a part column for splits),
+    units in the schema and the dataset's hashes and provenance in the file metadata; see docs/export.md.
+    """
     engine = _engine()
     try:
+        if fmt is ExportFormat.parquet:
+            from crossfid.curation.parquet import export_parquet
+
+            sizing = {} if row_group_size is None else {"row_group_size": row_group_size}
+            result = export_parquet(engine, split_ref, directory, values(part) or None, subset=subset, **sizing)
+            size = result.path.stat().st_size
+            out.print(
+                f"wrote {result.path} ({result.n_frames:,} frames, {result.n_row_groups:,} row groups, {size:,} bytes)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
+        from crossfid.curation.export import export_split
+
+        parts = values(part) or (["train"] if subset is not None else ["train", "val", "test"])
         paths = export_split(engine, split_ref, directory, fmt.value, parts, subset=subset)
     finally:
         engine.dispose()
