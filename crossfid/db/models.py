@@ -301,6 +301,8 @@ class Frame(Base):
 
     __table_args__ = (
         UniqueConstraint("task_id", "ionic_step"),
+        # covering index of the labels analysts aggregate by task (revision 0011)
+        Index("ix_frames_task_id_labels", "task_id", postgresql_include=["n_atoms", "energy_per_atom", "max_force"]),
         CheckConstraint("ionic_step >= 0", name="ionic_step_non_negative"),
         CheckConstraint("n_atoms > 0", name="n_atoms_positive"),
         CheckConstraint("cardinality(lattice) = 9", name="lattice_shape"),
@@ -484,7 +486,9 @@ class DatasetFrame(Base):
     frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id"), primary_key=True, index=True)
     material_id: Mapped[int] = mapped_column(ForeignKey("materials.id"), nullable=False)
 
-    __table_args__ = (Index("ix_dataset_frames_dataset_id_material_id", "dataset_id", "material_id"),)
+    __table_args__ = (
+        Index("ix_dataset_frames_dataset_id_material_id", "dataset_id", "material_id", postgresql_include=["frame_id"]),
+    )
 
 
 class Split(Base):
