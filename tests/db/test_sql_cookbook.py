@@ -9,33 +9,13 @@ at scale; on a small test database it would rightly prefer sequential scans).
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 
 import psycopg
 import pytest
+from support.cookbook import cookbook
 from typer.testing import CliRunner
 
 from crossfid.cli import app
-
-DOC = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
-
-
-def cookbook() -> list[tuple[str, tuple[str, ...]]]:
-    """(statement, indexes it must be able to use) for every statement of the document's sql blocks."""
-    statements = []
-    for block in re.findall(r"```sql\n(.*?)```", DOC.read_text(), flags=re.S):
-        for chunk in block.split(";"):
-            lines = [line for line in chunk.strip().splitlines()]
-            uses: tuple[str, ...] = ()
-            for line in lines:
-                if line.startswith("-- uses:"):
-                    uses = tuple(name.strip() for name in line.removeprefix("-- uses:").split(","))
-            body = "\n".join(line for line in lines if not line.lstrip().startswith("--")).strip()
-            if body:
-                statements.append((body, uses))
-    return statements
-
 
 STATEMENTS = cookbook()
 
