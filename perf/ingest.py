@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import synthetic  # noqa: E402
+from support import synthetic  # noqa: E402
 
 from crossfid.config import Settings  # noqa: E402
 from crossfid.db import migrate  # noqa: E402
